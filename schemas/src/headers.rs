@@ -1,0 +1,27 @@
+//! Kafka record header names written by the ingest on every record of the orders topic (and its
+//! quarantine topic).
+//!
+//! The Shopify headers keep Shopify's own names, lower-cased, so a reader who knows the webhook
+//! contract recognises them. Values are the header values exactly as received (UTF-8). Headers
+//! Shopify may omit (`event id`, `triggered at`) are omitted on the record too, never sent empty.
+
+/// The webhook topic, e.g. `orders/updated`.
+pub const SHOPIFY_TOPIC: &str = "x-shopify-topic";
+/// The shop's `*.myshopify.com` domain.
+pub const SHOPIFY_SHOP_DOMAIN: &str = "x-shopify-shop-domain";
+/// Unique per delivery attempt group: Shopify's retries of one webhook reuse it. The dedup key.
+pub const SHOPIFY_WEBHOOK_ID: &str = "x-shopify-webhook-id";
+/// Identifies the event behind the webhook; several webhooks may share it. Optional.
+pub const SHOPIFY_EVENT_ID: &str = "x-shopify-event-id";
+/// When Shopify triggered the webhook (RFC 3339). Optional.
+pub const SHOPIFY_TRIGGERED_AT: &str = "x-shopify-triggered-at";
+/// The Admin API version the body is rendered in, e.g. `2025-07`.
+pub const SHOPIFY_API_VERSION: &str = "x-shopify-api-version";
+/// When the ingest received the request: RFC 3339 UTC with milliseconds.
+pub const RECEIVED_AT: &str = "tierflow-received-at";
+/// Why a record was quarantined instead of published (quarantine topic only).
+pub const QUARANTINE_REASON: &str = "tierflow-quarantine-reason";
+/// W3C Trace Context, so downstream spans join the webhook's trace.
+pub const TRACEPARENT: &str = "traceparent";
+/// W3C Trace Context vendor state; present only when the trace carries one.
+pub const TRACESTATE: &str = "tracestate";

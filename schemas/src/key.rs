@@ -1,0 +1,298 @@
+//! The record key rule: which partition a webhook's record lands in.
+//!
+//! Kafka orders records only within a partition, so every event about one customer must carry the
+//! same key. The rule, by the body's [`TopicScope`]:
+//!
+//! | scope | key |
+//! |---|---|
+//! | order with a customer | `<shop>/<customer id>` |
+//! | guest order (`"customer": null` or absent) | `<shop>/order/<order id>` |
+//! | refund (its body names the order, not the customer) | `<shop>/order/<order id>` |
+//! | customer (`customers/create|update|delete`) | `<shop>/<customer id>` |
+//! | compliance (`customers/redact`, `customers/data_request`) | `<shop>/<customer.id>` |
+//! | shop (`shop/redact`) | `<shop>` |
+//!
+//! Ids are Shopify's 64-bit integers. They are read as `u64` (never through a float: they exceed
+//! 2^53) and printed in decimal. A decimal string is accepted too.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use serde::Deserialize;
+
+use crate::topic::{ShopifyTopic, TopicScope};
+
+/// The key of a record in the orders topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RecordKey {
+    Customer { shop: String, customer_id: u64 },
+    Order { shop: String, order_id: u64 },
+    Shop { shop: String },
+}
+
+impl fmt::Display for RecordKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordKey::Customer { shop, customer_id } => write!(f, "{shop}/{customer_id}"),
+            RecordKey::Order { shop, order_id } => write!(f, "{shop}/order/{order_id}"),
+            RecordKey::Shop { shop } => f.write_str(shop),
+        }
+    }
+}
+
+/// Why a body yields no key. The ingest quarantines such bodies; [`KeyError::reason`] is the
+/// short, stable code it writes in the quarantine header and metric label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("body is not a JSON object: {0}")]
+    NotJson(String),
+    #[error("body has no `{0}` field")]
+    MissingField(&'static str),
+}
+
+impl KeyError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            KeyError::NotJson(_) => "invalid_json",
+            KeyError::MissingField(_) => "missing_key_field",
+        }
+    }
+}
+
+/// Derive the record key for a verified webhook body of `topic` from shop `shop`.
+pub fn record_key(shop: &str, topic: ShopifyTopic, body: &[u8]) -> Result<RecordKey, KeyError> {
+    let shop = shop.to_owned();
+    if topic.scope() == TopicScope::Shop {
+        // The body is still required to be JSON: a non-JSON shop/redact is as suspect as any.
+        serde_json::from_slice::<IgnoredAny>(body).map_err(|e| KeyError::NotJson(e.to_string()))?;
+        return Ok(RecordKey::Shop { shop });
+    }
+    // serde's derived structs also accept a JSON array (fields by position): only an object is
+    // a Shopify body.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(KeyError::NotJson("expected a JSON object".into()));
+    }
+    let fields: KeyFields =
+        serde_json::from_slice(body).map_err(|e| KeyError::NotJson(e.to_string()))?;
+    match topic.scope() {
+        TopicScope::Order => {
+            let order_id = fields.id.ok_or(KeyError::MissingField("id"))?.0;
+            match fields.customer {
+                None => Ok(RecordKey::Order { shop, order_id }),
+                Some(c) => Ok(RecordKey::Customer {
+                    shop,
+                    customer_id: c.id.ok_or(KeyError::MissingField("customer.id"))?.0,
+                }),
+            }
+        }
+        TopicScope::Refund => Ok(RecordKey::Order {
+            shop,
+            order_id: fields.order_id.ok_or(KeyError::MissingField("order_id"))?.0,
+        }),
+        TopicScope::Customer => Ok(RecordKey::Customer {
+            shop,
+            customer_id: fields.id.ok_or(KeyError::MissingField("id"))?.0,
+        }),
+        TopicScope::CustomerCompliance => Ok(RecordKey::Customer {
+            shop,
+            customer_id: fields
+                .customer
+                .and_then(|c| c.id)
+                .ok_or(KeyError::MissingField("customer.id"))?
+                .0,
+        }),
+        TopicScope::Shop => unreachable!("handled above"),
+    }
+}
+
+/// The few fields the key rule reads; everything else is skipped without being materialised.
+#[derive(Deserialize)]
+struct KeyFields {
+    #[serde(default)]
+    id: Option<ShopifyId>,
+    #[serde(default)]
+    order_id: Option<ShopifyId>,
+    #[serde(default)]
+    customer: Option<CustomerRef>,
+}
+
+#[derive(Deserialize)]
+struct CustomerRef {
+    #[serde(default)]
+    id: Option<ShopifyId>,
+}
+
+/// A Shopify id: a JSON integer that fits `u64`, or a string of ASCII digits that does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShopifyId(pub u64);
+
+impl<'de> Deserialize<'de> for ShopifyId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+        impl Visitor<'_> for IdVisitor {
+            type Value = ShopifyId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a non-negative 64-bit integer id")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ShopifyId, E> {
+                Ok(ShopifyId(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ShopifyId, E> {
+                u64::try_from(v)
+                    .map(ShopifyId)
+                    .map_err(|_| E::custom("negative id"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ShopifyId, E> {
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(E::custom("id string is not all digits"));
+                }
+                v.parse().map(ShopifyId).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(IdVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHOP: &str = "example.myshopify.com";
+
+    fn key(topic: ShopifyTopic, body: &str) -> Result<String, KeyError> {
+        record_key(SHOP, topic, body.as_bytes()).map(|k| k.to_string())
+    }
+
+    #[test]
+    fn customer_order_is_keyed_by_customer() {
+        let body = r#"{"id":820982911946154508,"customer":{"id":115310627314723954,"email":"a@b.c"},"note":"\/x"}"#;
+        assert_eq!(
+            key(ShopifyTopic::OrdersCreate, body).unwrap(),
+            "example.myshopify.com/115310627314723954"
+        );
+    }
+
+    #[test]
+    fn guest_order_is_keyed_by_order() {
+        for body in [
+            r#"{"id":820982911946154508,"customer":null}"#,
+            r#"{"id":820982911946154508}"#,
+        ] {
+            assert_eq!(
+                key(ShopifyTopic::OrdersUpdated, body).unwrap(),
+                "example.myshopify.com/order/820982911946154508"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_beyond_2_pow_53_stay_exact() {
+        // 2^53 + 1 is the first integer a float cannot hold.
+        let body = r#"{"id":9007199254740993,"customer":{"id":18446744073709551615}}"#;
+        assert_eq!(
+            record_key(SHOP, ShopifyTopic::OrdersPaid, body.as_bytes()).unwrap(),
+            RecordKey::Customer {
+                shop: SHOP.into(),
+                customer_id: u64::MAX
+            }
+        );
+        let guest = r#"{"id":9007199254740993,"customer":null}"#;
+        assert_eq!(
+            key(ShopifyTopic::OrdersPaid, guest).unwrap(),
+            "example.myshopify.com/order/9007199254740993"
+        );
+    }
+
+    #[test]
+    fn string_ids_are_accepted_and_bad_ids_rejected() {
+        assert_eq!(
+            key(ShopifyTopic::CustomersUpdate, r#"{"id":"706405506930370084"}"#).unwrap(),
+            "example.myshopify.com/706405506930370084"
+        );
+        for body in [
+            r#"{"id":-1}"#,
+            r#"{"id":1.5}"#,
+            r#"{"id":"12a"}"#,
+            r#"{"id":18446744073709551616}"#,
+        ] {
+            assert!(matches!(
+                key(ShopifyTopic::CustomersUpdate, body),
+                Err(KeyError::NotJson(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn refunds_customers_and_compliance_topics() {
+        assert_eq!(
+            key(
+                ShopifyTopic::RefundsCreate,
+                r#"{"id":1,"order_id":450789469}"#
+            )
+            .unwrap(),
+            "example.myshopify.com/order/450789469"
+        );
+        assert_eq!(
+            key(ShopifyTopic::CustomersDelete, r#"{"id":706405506}"#).unwrap(),
+            "example.myshopify.com/706405506"
+        );
+        let redact = r#"{"shop_id":954889,"shop_domain":"example.myshopify.com","customer":{"id":191167,"email":"john@example.com"},"orders_to_redact":[299938]}"#;
+        assert_eq!(
+            key(ShopifyTopic::CustomersRedact, redact).unwrap(),
+            "example.myshopify.com/191167"
+        );
+        assert_eq!(
+            key(ShopifyTopic::CustomersDataRequest, redact).unwrap(),
+            "example.myshopify.com/191167"
+        );
+        assert_eq!(
+            key(ShopifyTopic::ShopRedact, r#"{"shop_id":954889}"#).unwrap(),
+            "example.myshopify.com"
+        );
+    }
+
+    #[test]
+    fn bodies_without_key_fields_are_errors_with_stable_reasons() {
+        let cases = [
+            (ShopifyTopic::OrdersCreate, "not json", "invalid_json"),
+            (ShopifyTopic::OrdersCreate, "[1,2]", "invalid_json"),
+            (ShopifyTopic::OrdersCreate, "", "invalid_json"),
+            (ShopifyTopic::OrdersCreate, "{}", "missing_key_field"),
+            (
+                ShopifyTopic::OrdersCreate,
+                r#"{"id":1,"customer":{}}"#,
+                "missing_key_field",
+            ),
+            (ShopifyTopic::RefundsCreate, r#"{"id":1}"#, "missing_key_field"),
+            (ShopifyTopic::CustomersRedact, r#"{"customer":null}"#, "missing_key_field"),
+            (ShopifyTopic::ShopRedact, "{", "invalid_json"),
+            (
+                ShopifyTopic::OrdersCreate,
+                r#"{"id":1,"id":2}"#,
+                "invalid_json",
+            ),
+        ];
+        for (topic, body, reason) in cases {
+            let err = key(topic, body).expect_err(body);
+            assert_eq!(err.reason(), reason, "{topic} {body:?}: {err}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_give_a_key_or_an_error(body in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            for topic in ShopifyTopic::ALL {
+                let _ = record_key(SHOP, topic, &body);
+            }
+        }
+
+        #[test]
+        fn any_u64_customer_id_is_kept_exactly(order in proptest::num::u64::ANY, customer in proptest::num::u64::ANY) {
+            let body = format!(r#"{{"id":{order},"customer":{{"id":{customer}}}}}"#);
+            proptest::prop_assert_eq!(
+                record_key(SHOP, ShopifyTopic::OrdersCreate, body.as_bytes()).unwrap(),
+                RecordKey::Customer { shop: SHOP.into(), customer_id: customer }
+            );
+        }
+    }
+}
