@@ -1,0 +1,108 @@
+//! Kafka client settings every service starts from, and the embedded development broker.
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::ClientConfig;
+
+use crate::config::{ConfigError, KafkaConfig};
+
+/// A client config for `bootstrap` with the operator's `[kafka.client]` properties applied.
+///
+/// `required` are properties the service's guarantees depend on (e.g. the ingest's `acks=all`):
+/// they are set last, and an operator property that contradicts one is a config error rather
+/// than a silent override in either direction.
+pub fn client_config(
+    kafka: &KafkaConfig,
+    bootstrap: &str,
+    defaults: &[(&str, &str)],
+    required: &[(&str, &str)],
+) -> Result<ClientConfig, ConfigError> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (k, v) in defaults {
+        config.set(*k, *v);
+    }
+    for (k, v) in &kafka.client {
+        let v = match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if let Some((_, want)) = required.iter().find(|(rk, _)| rk == k) {
+            if v != *want {
+                return Err(ConfigError::invalid(
+                    format!("kafka.client.\"{k}\""),
+                    format!("`{v}` conflicts with this service's delivery guarantee, which needs `{want}`; remove the property"),
+                ));
+            }
+        }
+        if k == "bootstrap.servers" {
+            return Err(ConfigError::invalid(
+                "kafka.client.\"bootstrap.servers\"",
+                "set the brokers with [kafka] brokers instead",
+            ));
+        }
+        config.set(k.as_str(), v);
+    }
+    for (k, v) in required {
+        config.set(*k, *v);
+    }
+    Ok(config)
+}
+
+/// librdkafka's in-process mock cluster, speaking the Kafka protocol on a loopback port.
+///
+/// For local runs and tests: data lives in memory, at most about 5 MiB per partition (older
+/// records are dropped), and nothing survives the process. The cluster is not `Send`: keep it on
+/// the thread that created it (a binary's `main`, a test's body) for as long as clients use it.
+pub struct EmbeddedBroker {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl std::fmt::Debug for EmbeddedBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBroker")
+            .field("bootstrap", &self.cluster.bootstrap_servers())
+            .finish()
+    }
+}
+
+impl EmbeddedBroker {
+    /// One broker with `topics` created, each with `partitions` partitions.
+    pub fn start(topics: &[&str], partitions: i32) -> Result<Self, rdkafka::error::KafkaError> {
+        let cluster = MockCluster::new(1)?;
+        for topic in topics {
+            cluster.create_topic(topic, partitions, 1)?;
+        }
+        Ok(EmbeddedBroker { cluster })
+    }
+
+    pub fn bootstrap_servers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    /// The underlying mock cluster, for fault injection in tests.
+    pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        &self.cluster
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_properties_apply_but_cannot_weaken_required_ones() {
+        let mut kafka = KafkaConfig::default();
+        kafka
+            .client
+            .insert("linger.ms".into(), toml::Value::Integer(7));
+        let c = client_config(&kafka, "b:1", &[("linger.ms", "1")], &[("acks", "all")]).unwrap();
+        assert_eq!(c.get("linger.ms"), Some("7"));
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("bootstrap.servers"), Some("b:1"));
+
+        kafka.client.insert("acks".into(), toml::Value::String("1".into()));
+        let e = client_config(&kafka, "b:1", &[], &[("acks", "all")]).unwrap_err();
+        assert!(e.to_string().contains("acks"), "{e}");
+    }
+}

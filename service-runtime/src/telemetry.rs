@@ -1,0 +1,131 @@
+//! Logs and traces, set up once per process.
+//!
+//! Logs go to stderr through `tracing`, as text or JSON (`[telemetry] log_format`), filtered by
+//! `RUST_LOG` (default `info`). When `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, spans are also exported over OTLP/HTTP and the
+//! W3C trace context of the current span is what [`trace_context`] returns; otherwise
+//! [`trace_context`] starts a fresh, unsampled trace per call so records still carry a
+//! `traceparent` that later stages can continue.
+
+use std::collections::HashMap;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use rand::Rng;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Keeps the exporter alive; dropping it flushes the spans still buffered.
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    pub fn otel_enabled(&self) -> bool {
+        self.provider.is_some()
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("flushing OpenTelemetry spans failed: {e}");
+            }
+        }
+    }
+}
+
+fn otlp_configured() -> bool {
+    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+/// Install the global subscriber. Call once, first thing in `main`.
+pub fn init(service: &'static str, format: LogFormat) -> anyhow::Result<TelemetryGuard> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let provider = if otlp_configured() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot build the OTLP span exporter: {e}"))?;
+        Some(
+            SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(Resource::builder().with_service_name(service).build())
+                .build(),
+        )
+    } else {
+        None
+    };
+    let otel_layer = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
+    match format {
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init()?,
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()?,
+    }
+    if let Some(p) = &provider {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        opentelemetry::global::set_tracer_provider(p.clone());
+    }
+    Ok(TelemetryGuard { provider })
+}
+
+/// W3C trace context to put on an outgoing record: `(traceparent, tracestate)`.
+///
+/// With OpenTelemetry on, the context of `span`; otherwise (or if `span` has no valid context) a
+/// new root trace id and span id with the sampled flag off.
+pub fn trace_context(span: &tracing::Span) -> (String, Option<String>) {
+    let cx = span.context();
+    let mut fields = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut fields);
+    match fields.remove("traceparent") {
+        Some(tp) => (tp, fields.remove("tracestate").filter(|s| !s.is_empty())),
+        None => (fresh_traceparent(), None),
+    }
+}
+
+fn fresh_traceparent() -> String {
+    let mut rng = rand::rng();
+    // All-zero ids are invalid per W3C Trace Context; the odds are 2^-128, but be exact.
+    let trace_id: u128 = rng.random_range(1..=u128::MAX);
+    let span_id: u64 = rng.random_range(1..=u64::MAX);
+    format!("00-{trace_id:032x}-{span_id:016x}-00")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_otel_each_record_gets_a_valid_fresh_traceparent() {
+        let (a, state) = trace_context(&tracing::Span::none());
+        let (b, _) = trace_context(&tracing::Span::none());
+        assert_ne!(a, b);
+        assert!(state.is_none());
+        let parts: Vec<&str> = a.split('-').collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!((parts[0], parts[1].len(), parts[2].len(), parts[3]), ("00", 32, 16, "00"));
+        assert!(parts[1].bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    }
+}
