@@ -1,0 +1,168 @@
+//! The ingest service: Shopify webhooks in, verified records in Kafka out.
+//!
+//! - [`config`]: the `[shopify]` and `[ingest]` sections and their validation.
+//! - [`signature`]: HMAC-SHA256 verification against per-shop and global secret sets.
+//! - [`webhook`]: the HTTP routes and the status contract Shopify sees.
+//! - [`publisher`]: the idempotent producer and its acknowledgement timeout.
+//! - [`metrics`]: what `/metrics` on the admin listener exposes.
+//!
+//! [`Application`] wires them together; `main.rs` only parses flags and starts it.
+
+pub mod config;
+pub mod metrics;
+pub mod publisher;
+pub mod signature;
+pub mod webhook;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::producer::Producer;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::publisher::Publisher;
+use crate::signature::Verifier;
+use crate::webhook::{AppState, Readiness};
+
+/// How often broker metadata is refreshed for `/readyz`, and how stale it may get.
+const METADATA_INTERVAL: Duration = Duration::from_secs(5);
+const METADATA_MAX_AGE: Duration = Duration::from_secs(15);
+/// How long shutdown waits for queued records to be acknowledged.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bound, ready-to-run ingest (ports are taken at [`Application::build`], so port 0 works).
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    state: Arc<AppState>,
+    registry: prometheus::Registry,
+}
+
+impl Application {
+    /// Validate-time work is done by [`Settings::load`]; this binds and connects.
+    pub async fn build(settings: &Settings, bootstrap: &str) -> anyhow::Result<Self> {
+        let registry = service_runtime::admin::registry("ingest");
+        let metrics = Metrics::register(&registry).context("registering metrics")?;
+        let ingest = &settings.ingest;
+        let defaults = publisher::defaults(ingest.produce_timeout, ingest.max_in_flight);
+        let defaults: Vec<(&str, &str)> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let client = service_runtime::kafka::client_config(
+            &settings.kafka,
+            bootstrap,
+            &defaults,
+            publisher::REQUIRED,
+        )?;
+        let publisher = Publisher::new(&client, ingest.produce_timeout, metrics.clone())
+            .context("creating the Kafka producer")?;
+        let secrets = settings.secrets()?;
+        let state = Arc::new(AppState {
+            verifier: Verifier::new(&secrets),
+            publisher,
+            accepted: ingest.topics.clone(),
+            orders_topic: settings.topics.orders.clone(),
+            quarantine_topic: settings.topics.orders_quarantine.clone(),
+            max_body_bytes: ingest.max_body_bytes,
+            permits: Arc::new(Semaphore::new(ingest.max_in_flight)),
+            metrics,
+            readiness: Readiness::new(METADATA_MAX_AGE),
+        });
+        let listener = TcpListener::bind(ingest.listen)
+            .await
+            .with_context(|| format!("binding ingest.listen {}", ingest.listen))?;
+        let admin_listener = TcpListener::bind(ingest.admin_listen)
+            .await
+            .with_context(|| format!("binding ingest.admin_listen {}", ingest.admin_listen))?;
+        Ok(Application {
+            listener,
+            admin_listener,
+            state,
+            registry,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serve until `shutdown` resolves, then: stop accepting, let in-flight requests finish,
+    /// flush the producer, and only then stop the admin listener (so the last scrape sees it).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = move |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let readiness = tokio::spawn(watch_metadata(self.state.clone(), stopped(stop_rx.clone())));
+        let admin = tokio::spawn(service_runtime::admin::serve(
+            self.admin_listener,
+            service_runtime::admin::router(self.registry),
+            stopped(stop_rx),
+        ));
+        let served = axum::serve(self.listener, webhook::router(self.state.clone()))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        tracing::info!("listener closed; flushing the producer");
+        let state = self.state.clone();
+        let flushed = tokio::task::spawn_blocking(move || state.publisher.flush(FLUSH_TIMEOUT)).await;
+        let _ = stop_tx.send(true);
+        let _ = readiness.await;
+        let admin = admin.await;
+        served.context("serving webhooks")?;
+        flushed
+            .context("flush task")?
+            .context("flushing the producer: some records may be unacknowledged (their webhooks got 503)")?;
+        admin.context("admin task")?.context("serving the admin listener")?;
+        tracing::info!("ingest stopped cleanly");
+        Ok(())
+    }
+}
+
+/// Refresh broker metadata for the orders topic every few seconds for `/readyz`.
+async fn watch_metadata(state: Arc<AppState>, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        let s = state.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let md = s
+                .publisher
+                .producer()
+                .client()
+                .fetch_metadata(Some(&s.orders_topic), Duration::from_secs(3))
+                .map_err(|e| e.to_string())?;
+            match md.topics().iter().find(|t| t.name() == s.orders_topic) {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+                Some(t) => Err(format!(
+                    "topic {} unavailable: {:?}",
+                    s.orders_topic,
+                    t.error()
+                )),
+                None => Err(format!("topic {} not in metadata", s.orders_topic)),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("metadata task failed: {e}")));
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "broker metadata fetch failed");
+        }
+        state.readiness.record(result);
+        if let Some(age) = state.readiness.age() {
+            state.metrics.metadata_age.set(age.as_secs_f64());
+        }
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(METADATA_INTERVAL) => {}
+        }
+    }
+}

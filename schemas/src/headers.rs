@@ -25,3 +25,7 @@ pub const QUARANTINE_REASON: &str = "tierflow-quarantine-reason";
 pub const TRACEPARENT: &str = "traceparent";
 /// W3C Trace Context vendor state; present only when the trace carries one.
 pub const TRACESTATE: &str = "tracestate";
+
+/// The HTTP request header carrying the body's signature. Checked by the ingest and never copied
+/// onto records: it proves nothing once the body has left the ingest.
+pub const SHOPIFY_HMAC_SHA256: &str = "x-shopify-hmac-sha256";

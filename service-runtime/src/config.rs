@@ -298,6 +298,12 @@ pub mod de {
     }
 }
 
+/// The process environment as UTF-8 pairs (non-UTF-8 variables cannot be tierflow's and are
+/// skipped rather than panicking as `std::env::vars` would).
+pub fn process_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

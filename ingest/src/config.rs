@@ -1,0 +1,339 @@
+//! The ingest's view of the pipeline config: `[kafka]`, `[topics]`, `[telemetry]` (shared),
+//! `[shopify]` and `[ingest]` (its own). See the configuration reference in the README.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemas::ShopifyTopic;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use service_runtime::config::{de, ConfigError, KafkaConfig, TelemetryConfig, TopicsConfig};
+
+/// Shopify's whole-request deadline; the produce timeout must leave room inside it.
+const SHOPIFY_DEADLINE: Duration = Duration::from_secs(5);
+/// Shopify documents no body limit; its own adapter accepts 500 kB. Refuse configs that could
+/// turn a legitimate large order into a 413 that Shopify retries forever.
+const MIN_BODY_LIMIT: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Settings {
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub topics: TopicsConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub shopify: ShopifyConfig,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+/// `[shopify]`: the webhook secrets. Secrets never appear in `Debug` output or logs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShopifyConfig {
+    /// Accepted for every shop: the app's client secret(s), or a store's notification key.
+    #[serde(deserialize_with = "secret_list")]
+    pub webhook_secrets: Vec<SecretString>,
+    /// A file with one secret per line (blank lines and `#` comments ignored), added to
+    /// `webhook_secrets`; for secrets mounted from a secret store.
+    pub webhook_secrets_file: Option<PathBuf>,
+    /// Per-shop secret sets, keyed by `*.myshopify.com` domain; a shop's requests are accepted
+    /// with its own secrets or the global ones.
+    pub shops: BTreeMap<String, ShopSecrets>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShopSecrets {
+    #[serde(deserialize_with = "secret_list")]
+    pub webhook_secrets: Vec<SecretString>,
+    pub webhook_secrets_file: Option<PathBuf>,
+}
+
+fn secret_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    Ok(de::string_list(d)?
+        .into_iter()
+        .map(SecretString::from)
+        .collect())
+}
+
+/// `[ingest]`: the HTTP service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Where Shopify's webhooks arrive (public).
+    #[serde(deserialize_with = "de::from_str_or_native")]
+    pub listen: SocketAddr,
+    /// `/metrics` and `/healthz` (keep it off the public network).
+    #[serde(deserialize_with = "de::from_str_or_native")]
+    pub admin_listen: SocketAddr,
+    /// Largest accepted body; larger requests get 413 without being read further.
+    #[serde(deserialize_with = "de::from_str_or_native")]
+    pub max_body_bytes: u64,
+    /// Shopify topics to publish; signed webhooks of other topics get 200 and are counted.
+    #[serde(deserialize_with = "topic_list")]
+    pub topics: Vec<ShopifyTopic>,
+    /// How long to wait for the broker's acknowledgement before answering 503.
+    #[serde(with = "humantime_serde")]
+    pub produce_timeout: Duration,
+    /// Webhooks processed at once (reading, verifying, awaiting the ack); beyond it: 503.
+    /// Bounds memory at about `max_in_flight × max_body_bytes` in the worst case.
+    #[serde(deserialize_with = "de::from_str_or_native")]
+    pub max_in_flight: usize,
+}
+
+fn topic_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ShopifyTopic>, D::Error> {
+    de::string_list(d)?
+        .into_iter()
+        .map(|t| t.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            listen: ([0, 0, 0, 0], 8080).into(),
+            admin_listen: ([127, 0, 0, 1], 9090).into(),
+            max_body_bytes: 2 * 1024 * 1024,
+            topics: ShopifyTopic::ALL.to_vec(),
+            produce_timeout: Duration::from_secs(3),
+            max_in_flight: 1024,
+        }
+    }
+}
+
+impl Settings {
+    /// Load from the file and `env`, then validate. `brokers` (from `--brokers`) wins over both.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        brokers: Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let mut settings: Settings = service_runtime::config::load(path, env)?;
+        if brokers.is_some() {
+            settings.kafka.brokers = brokers;
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.kafka.brokers()?;
+        self.topics.validate()?;
+        let i = &self.ingest;
+        if i.produce_timeout.is_zero() || i.produce_timeout >= SHOPIFY_DEADLINE {
+            return Err(ConfigError::invalid(
+                "ingest.produce_timeout",
+                format!(
+                    "{} is outside (0s, 5s): Shopify abandons a request after 5 s, so the ingest must answer 503 before that",
+                    humantime::format_duration(i.produce_timeout)
+                ),
+            ));
+        }
+        if i.max_body_bytes < MIN_BODY_LIMIT {
+            return Err(ConfigError::invalid(
+                "ingest.max_body_bytes",
+                format!("{} is below 1 MiB (1048576): large orders would get 413 and be retried until Shopify drops them", i.max_body_bytes),
+            ));
+        }
+        if i.max_in_flight == 0 {
+            return Err(ConfigError::invalid(
+                "ingest.max_in_flight",
+                "must be at least 1",
+            ));
+        }
+        if i.topics.is_empty() {
+            return Err(ConfigError::invalid(
+                "ingest.topics",
+                "is empty: the ingest would publish nothing; list the Shopify topics to accept",
+            ));
+        }
+        if i.listen == i.admin_listen && i.listen.port() != 0 {
+            return Err(ConfigError::invalid(
+                "ingest.admin_listen",
+                "must differ from ingest.listen: admin endpoints stay off the public listener",
+            ));
+        }
+        for (shop, _) in &self.shopify.shops {
+            if !is_shop_domain(shop) {
+                return Err(ConfigError::invalid(
+                    format!("shopify.shops.\"{shop}\""),
+                    "is not a shop domain (lower-case letters, digits, `.` and `-`, e.g. `name.myshopify.com`)",
+                ));
+            }
+        }
+        let secrets = self.secrets()?;
+        if secrets.global.is_empty() && secrets.shops.is_empty() {
+            return Err(ConfigError::invalid(
+                "shopify.webhook_secrets",
+                "no webhook secret configured: set [shopify] webhook_secrets (or TIERFLOW_SHOPIFY__WEBHOOK_SECRETS, comma-separated), webhook_secrets_file, or per-shop [shopify.shops.\"name.myshopify.com\"] webhook_secrets",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every secret, with the `*_file` ones read in.
+    pub fn secrets(&self) -> Result<ResolvedSecrets, ConfigError> {
+        let global = gather(
+            "shopify",
+            &self.shopify.webhook_secrets,
+            self.shopify.webhook_secrets_file.as_deref(),
+        )?;
+        let mut shops = BTreeMap::new();
+        for (shop, set) in &self.shopify.shops {
+            let field = format!("shopify.shops.\"{shop}\"");
+            let secrets = gather(&field, &set.webhook_secrets, set.webhook_secrets_file.as_deref())?;
+            if secrets.is_empty() {
+                return Err(ConfigError::invalid(field, "has no webhook_secrets"));
+            }
+            shops.insert(shop.clone(), secrets);
+        }
+        Ok(ResolvedSecrets { global, shops })
+    }
+}
+
+/// The secret sets after files are read; input to [`crate::signature::Verifier`].
+#[derive(Debug)]
+pub struct ResolvedSecrets {
+    pub global: Vec<SecretString>,
+    pub shops: BTreeMap<String, Vec<SecretString>>,
+}
+
+fn gather(
+    section: &str,
+    inline: &[SecretString],
+    file: Option<&Path>,
+) -> Result<Vec<SecretString>, ConfigError> {
+    let mut out = Vec::with_capacity(inline.len());
+    for s in inline {
+        if s.expose_secret().trim().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{section}.webhook_secrets"),
+                "contains an empty secret",
+            ));
+        }
+        out.push(s.clone());
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::invalid(
+                format!("{section}.webhook_secrets_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        out.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| SecretString::from(l.to_owned())),
+        );
+    }
+    Ok(out)
+}
+
+/// A plausible shop domain: what `X-Shopify-Shop-Domain` must look like to be keyed on.
+pub fn is_shop_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tierflow.toml");
+        std::fs::write(&path, text).unwrap();
+        Settings::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            None,
+        )
+    }
+
+    const MIN: &str = "[kafka]\nbrokers = \"embedded\"\n[shopify]\nwebhook_secrets = [\"s1\"]\n";
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let s = load(MIN, &[]).unwrap();
+        assert_eq!(s.ingest.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.ingest.admin_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(s.ingest.max_body_bytes, 2 * 1024 * 1024);
+        assert_eq!(s.ingest.produce_timeout, Duration::from_secs(3));
+        assert_eq!(s.ingest.topics.len(), 12);
+        assert_eq!(s.topics.orders, "shopify.orders");
+    }
+
+    #[test]
+    fn env_overrides_and_other_services_sections_are_ignored() {
+        let text = format!("{MIN}[segmenter]\nanything = 1\n[ingest]\nlisten = \"127.0.0.1:1\"\n");
+        let s = load(
+            &text,
+            &[
+                ("TIERFLOW_INGEST__LISTEN", "127.0.0.1:8181"),
+                ("TIERFLOW_INGEST__MAX_BODY_BYTES", "3000000"),
+                ("TIERFLOW_INGEST__TOPICS", "orders/create,orders/updated"),
+                ("TIERFLOW_INGEST__PRODUCE_TIMEOUT", "1500ms"),
+                ("TIERFLOW_SHOPIFY__WEBHOOK_SECRETS", "new,old"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.ingest.listen.to_string(), "127.0.0.1:8181");
+        assert_eq!(s.ingest.max_body_bytes, 3_000_000);
+        assert_eq!(
+            s.ingest.topics,
+            [ShopifyTopic::OrdersCreate, ShopifyTopic::OrdersUpdated]
+        );
+        assert_eq!(s.ingest.produce_timeout, Duration::from_millis(1500));
+        assert_eq!(s.secrets().unwrap().global.len(), 2);
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets");
+        std::fs::write(&file, "# rotated 2026-11\nfile-secret-1\n\nfile-secret-2\n").unwrap();
+        let text = format!(
+            "[kafka]\nbrokers = \"embedded\"\n[shopify.shops.\"a.myshopify.com\"]\nwebhook_secrets_file = {:?}\n",
+            file.display().to_string()
+        );
+        let s = load(&text, &[]).unwrap();
+        let secrets = s.secrets().unwrap();
+        assert_eq!(secrets.shops["a.myshopify.com"].len(), 2);
+        let debug = format!("{s:?} {secrets:?}");
+        assert!(!debug.contains("file-secret"), "{debug}");
+        let s = load(MIN, &[]).unwrap();
+        assert!(!format!("{s:?}").contains("s1"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_field_and_the_fix() {
+        let cases: &[(&str, &str)] = &[
+            ("[kafka]\nbrokers = \"embedded\"\n", "shopify.webhook_secrets"),
+            ("[shopify]\nwebhook_secrets = [\"x\"]\n", "kafka.brokers"),
+            (&format!("{MIN}[ingest]\nproduce_timeout = \"6s\"\n"), "ingest.produce_timeout"),
+            (&format!("{MIN}[ingest]\nmax_body_bytes = 1000\n"), "ingest.max_body_bytes"),
+            (&format!("{MIN}[ingest]\ntopics = [\"orders/deleted\"]\n"), "ingest.topics"),
+            (&format!("{MIN}[ingest]\nlisten = \"nowhere\"\n"), "ingest.listen"),
+            (&format!("{MIN}[ingest]\nlisen = \"0.0.0.0:1\"\n"), "ingest.lisen"),
+            (&format!("{MIN}[ingest]\nmax_in_flight = 0\n"), "ingest.max_in_flight"),
+            (
+                &format!("{MIN}[ingest]\nlisten = \"127.0.0.1:9000\"\nadmin_listen = \"127.0.0.1:9000\"\n"),
+                "ingest.admin_listen",
+            ),
+            (&format!("{MIN}[shopify.shops.\"Bad Shop\"]\nwebhook_secrets = [\"x\"]\n"), "Bad Shop"),
+            (&format!("{MIN}[topics]\norders = \"a b\"\n"), "topics.orders"),
+        ];
+        for (text, field) in cases {
+            let e = load(text, &[]).unwrap_err();
+            assert!(e.to_string().contains(field), "expected {field} in: {e}");
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! `POST /webhooks/shopify`: verify, key, publish, and only then answer 200.
+//!
+//! Status contract (what Shopify, load balancers and tests can rely on):
+//!
+//! | status | when | published |
+//! |---|---|---|
+//! | 200 | signed, acknowledged by the broker in the orders topic | orders topic |
+//! | 200 | signed, but not JSON or lacking the key fields | quarantine topic, reason in a header |
+//! | 200 | signed, topic not in `[ingest] topics` | nothing (counted) |
+//! | 400 | a required `X-Shopify-*` header missing or malformed, or the body could not be read | nothing |
+//! | 401 | signature missing, malformed, or matching no secret of the shop | nothing |
+//! | 405 | any method but POST | nothing |
+//! | 413 | body over `max_body_bytes` (refused from `Content-Length`, or once the limit is crossed) | nothing |
+//! | 503 + `Retry-After` | overloaded, broker down, or no ack within `produce_timeout` | maybe (a retry is a harmless duplicate) |
+//!
+//! Anything but 2xx makes Shopify retry (8 times over 4 hours), so every refusal that a retry
+//! cannot fix is either a 4xx caused by the sender, or a 200 with the body quarantined.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use rdkafka::message::{Header, OwnedHeaders};
+use schemas::{headers as h, ShopifyTopic};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::config::is_shop_domain;
+use crate::metrics::Metrics;
+use crate::publisher::{PublishError, Publisher};
+use crate::signature::{SignatureError, Verifier};
+
+/// How long Shopify (or a load balancer) should wait before retrying a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// Everything a request needs, shared by all of them.
+#[derive(Debug)]
+pub struct AppState {
+    pub verifier: Verifier,
+    pub publisher: Publisher,
+    pub accepted: Vec<ShopifyTopic>,
+    pub orders_topic: String,
+    pub quarantine_topic: String,
+    pub max_body_bytes: u64,
+    pub permits: Arc<Semaphore>,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/webhooks/shopify", post(receive))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// What happened to one request; the single place statuses are decided.
+#[derive(Debug)]
+enum Outcome {
+    Accepted,
+    Quarantined,
+    IgnoredTopic,
+    BadRequest(String),
+    Unauthorized(SignatureError),
+    TooLarge,
+    Overloaded,
+    Unavailable(PublishError),
+}
+
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Quarantined => "quarantined",
+            Outcome::IgnoredTopic => "ignored_topic",
+            Outcome::BadRequest(_) => "bad_request",
+            Outcome::Unauthorized(_) => "unauthorized",
+            Outcome::TooLarge => "too_large",
+            Outcome::Overloaded => "overloaded",
+            Outcome::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for Outcome {
+    fn into_response(self) -> Response {
+        match self {
+            Outcome::Accepted | Outcome::Quarantined | Outcome::IgnoredTopic => {
+                StatusCode::OK.into_response()
+            }
+            Outcome::BadRequest(why) => (StatusCode::BAD_REQUEST, why).into_response(),
+            Outcome::Unauthorized(e) => (StatusCode::UNAUTHORIZED, e.to_string()).into_response(),
+            Outcome::TooLarge => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+            Outcome::Overloaded => unavailable("overloaded; retry later".into()),
+            Outcome::Unavailable(e) => unavailable(format!("not stored: {e}; retry later")),
+        }
+    }
+}
+
+fn unavailable(why: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS))],
+        why,
+    )
+        .into_response()
+}
+
+async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let topic_label = headers
+        .get(h::SHOPIFY_TOPIC)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.parse::<ShopifyTopic>().ok())
+        .map_or("unknown", ShopifyTopic::as_str);
+    let outcome = app.handle(&headers, body).await;
+    let label = outcome.label();
+    app.metrics
+        .requests
+        .with_label_values(&[label, topic_label])
+        .inc();
+    app.metrics
+        .request_seconds
+        .with_label_values(&[label])
+        .observe(started.elapsed().as_secs_f64());
+    outcome.into_response()
+}
+
+/// The required headers, validated.
+struct Meta<'a> {
+    topic: &'a str,
+    shop: String,
+    webhook_id: &'a str,
+    api_version: &'a str,
+    event_id: Option<&'a str>,
+    triggered_at: Option<&'a str>,
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Outcome> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.trim()).filter(|s| !s.is_empty()))
+            .map_err(|_| Outcome::BadRequest(format!("{name} is not visible ASCII"))),
+    }
+}
+
+fn required<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Outcome> {
+    header_str(headers, name)?
+        .ok_or_else(|| Outcome::BadRequest(format!("missing required header {name}")))
+}
+
+fn read_meta(headers: &HeaderMap) -> Result<Meta<'_>, Outcome> {
+    let shop = required(headers, h::SHOPIFY_SHOP_DOMAIN)?.to_ascii_lowercase();
+    if !is_shop_domain(&shop) {
+        return Err(Outcome::BadRequest(format!(
+            "{} is not a shop domain",
+            h::SHOPIFY_SHOP_DOMAIN
+        )));
+    }
+    let meta = Meta {
+        topic: required(headers, h::SHOPIFY_TOPIC)?,
+        shop,
+        webhook_id: required(headers, h::SHOPIFY_WEBHOOK_ID)?,
+        api_version: required(headers, h::SHOPIFY_API_VERSION)?,
+        event_id: header_str(headers, h::SHOPIFY_EVENT_ID)?,
+        triggered_at: header_str(headers, h::SHOPIFY_TRIGGERED_AT)?,
+    };
+    if meta.webhook_id.len() > 255 {
+        return Err(Outcome::BadRequest(format!(
+            "{} is longer than 255 characters",
+            h::SHOPIFY_WEBHOOK_ID
+        )));
+    }
+    Ok(meta)
+}
+
+/// Decrements the in-flight gauge however the request ends (including client disconnects,
+/// which drop the handler's future).
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl AppState {
+    async fn handle(&self, headers: &HeaderMap, body: Body) -> Outcome {
+        let Ok(_permit) = self.permits.try_acquire() else {
+            tracing::warn!("in-flight bound reached; answering 503");
+            return Outcome::Overloaded;
+        };
+        self.metrics.in_flight.inc();
+        let _in_flight = InFlight(&self.metrics.in_flight);
+
+        let declared_len = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared_len.is_some_and(|n| n > self.max_body_bytes) {
+            return Outcome::TooLarge;
+        }
+        let meta = match read_meta(headers) {
+            Ok(meta) => meta,
+            Err(outcome) => return outcome,
+        };
+        let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => return Outcome::TooLarge,
+            Err(e) => return Outcome::BadRequest(format!("cannot read body: {e}")),
+        };
+        let signature = headers
+            .get(h::SHOPIFY_HMAC_SHA256)
+            .map(HeaderValue::as_bytes);
+        if let Err(e) = self.verifier.verify(&meta.shop, signature, &body) {
+            let shop_label = if self.verifier.knows_shop(&meta.shop) {
+                meta.shop.as_str()
+            } else {
+                "other"
+            };
+            self.metrics
+                .signature_failures
+                .with_label_values(&[shop_label, signature_reason(e)])
+                .inc();
+            tracing::warn!(shop = %meta.shop, error = %e, "webhook refused: signature");
+            return Outcome::Unauthorized(e);
+        }
+        let topic = match meta.topic.parse::<ShopifyTopic>() {
+            Ok(t) if self.accepted.contains(&t) => t,
+            _ => {
+                tracing::debug!(topic = meta.topic, "signed webhook of a topic not configured; ignored");
+                return Outcome::IgnoredTopic;
+            }
+        };
+        let (destination, topic_name, key, reason) = match schemas::record_key(&meta.shop, topic, &body) {
+            Ok(key) => ("orders", &self.orders_topic, key.to_string(), None),
+            Err(e) => {
+                tracing::warn!(shop = %meta.shop, webhook_id = meta.webhook_id, %topic, error = %e, "signed webhook has no usable key; quarantining");
+                ("quarantine", &self.quarantine_topic, meta.shop.clone(), Some(e.reason()))
+            }
+        };
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format_args!("publish {topic_name}"),
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.destination.name = %topic_name,
+            shopify.topic = %topic,
+            shopify.webhook_id = meta.webhook_id,
+        );
+        let record_headers = record_headers(&meta, &span, reason);
+        let published = self
+            .publisher
+            .publish(destination, topic_name, &key, &body, record_headers)
+            .instrument(span)
+            .await;
+        match (published, reason) {
+            (Ok(()), None) => Outcome::Accepted,
+            (Ok(()), Some(reason)) => {
+                self.metrics.quarantined.with_label_values(&[reason]).inc();
+                Outcome::Quarantined
+            }
+            (Err(e), _) => {
+                tracing::warn!(shop = %meta.shop, webhook_id = meta.webhook_id, error = %e, "record not acknowledged; answering 503");
+                Outcome::Unavailable(e)
+            }
+        }
+    }
+}
+
+fn signature_reason(e: SignatureError) -> &'static str {
+    match e {
+        SignatureError::Missing => "missing",
+        SignatureError::Malformed => "malformed",
+        SignatureError::Mismatch => "mismatch",
+    }
+}
+
+fn record_headers(meta: &Meta<'_>, span: &tracing::Span, quarantine: Option<&str>) -> OwnedHeaders {
+    let received_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let (traceparent, tracestate) = service_runtime::telemetry::trace_context(span);
+    let mut headers = OwnedHeaders::new_with_capacity(11)
+        .insert(Header { key: h::SHOPIFY_TOPIC, value: Some(meta.topic) })
+        .insert(Header { key: h::SHOPIFY_SHOP_DOMAIN, value: Some(meta.shop.as_str()) })
+        .insert(Header { key: h::SHOPIFY_WEBHOOK_ID, value: Some(meta.webhook_id) })
+        .insert(Header { key: h::SHOPIFY_API_VERSION, value: Some(meta.api_version) })
+        .insert(Header { key: h::RECEIVED_AT, value: Some(received_at.as_str()) })
+        .insert(Header { key: h::TRACEPARENT, value: Some(traceparent.as_str()) });
+    let optional = [
+        (h::SHOPIFY_EVENT_ID, meta.event_id),
+        (h::SHOPIFY_TRIGGERED_AT, meta.triggered_at),
+        (h::TRACESTATE, tracestate.as_deref()),
+        (h::QUARANTINE_REASON, quarantine),
+    ];
+    for (key, value) in optional {
+        if let Some(value) = value {
+            headers = headers.insert(Header { key, value: Some(value) });
+        }
+    }
+    headers
+}
+
+/// Broker reachability as seen by a periodic metadata fetch (see [`crate::Application`]).
+#[derive(Debug)]
+pub struct Readiness {
+    origin: Instant,
+    /// Milliseconds after `origin` of the last good fetch, plus one; 0 means never.
+    last_ok_ms: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    max_age: Duration,
+}
+
+impl Readiness {
+    pub fn new(max_age: Duration) -> Self {
+        Readiness {
+            origin: Instant::now(),
+            last_ok_ms: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            max_age,
+        }
+    }
+
+    pub fn record(&self, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+                self.last_ok_ms.store(ms + 1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
+        }
+    }
+
+    /// Time since the last good fetch; `None` if there never was one.
+    pub fn age(&self) -> Option<Duration> {
+        match self.last_ok_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.origin.elapsed().saturating_sub(Duration::from_millis(ms - 1))),
+        }
+    }
+
+    fn status(&self) -> Result<(), String> {
+        match self.age() {
+            Some(age) if age <= self.max_age => Ok(()),
+            age => {
+                let last_error = self
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_else(|| "no metadata fetched yet".into());
+                Err(match age {
+                    Some(age) => format!("broker metadata is {}s old; last error: {last_error}", age.as_secs()),
+                    None => format!("broker not reached yet; last error: {last_error}"),
+                })
+            }
+        }
+    }
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    match app.readiness.status() {
+        Ok(()) => "ready\n".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
+}
