@@ -158,7 +158,7 @@ impl Settings {
                 "must differ from ingest.listen: admin endpoints stay off the public listener",
             ));
         }
-        for (shop, _) in &self.shopify.shops {
+        for shop in self.shopify.shops.keys() {
             if !is_shop_domain(shop) {
                 return Err(ConfigError::invalid(
                     format!("shopify.shops.\"{shop}\""),
@@ -186,7 +186,11 @@ impl Settings {
         let mut shops = BTreeMap::new();
         for (shop, set) in &self.shopify.shops {
             let field = format!("shopify.shops.\"{shop}\"");
-            let secrets = gather(&field, &set.webhook_secrets, set.webhook_secrets_file.as_deref())?;
+            let secrets = gather(
+                &field,
+                &set.webhook_secrets,
+                set.webhook_secrets_file.as_deref(),
+            )?;
             if secrets.is_empty() {
                 return Err(ConfigError::invalid(field, "has no webhook_secrets"));
             }

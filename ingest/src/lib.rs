@@ -88,7 +88,14 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The public routes, for driving the handler in-process (`tower::ServiceExt::oneshot`).
+    pub fn router(&self) -> axum::Router {
+        webhook::router(self.state.clone())
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -99,7 +106,10 @@ impl Application {
 
     /// Serve until `shutdown` resolves, then: stop accepting, let in-flight requests finish,
     /// flush the producer, and only then stop the admin listener (so the last scrape sees it).
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = move |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -115,15 +125,18 @@ impl Application {
             .await;
         tracing::info!("listener closed; flushing the producer");
         let state = self.state.clone();
-        let flushed = tokio::task::spawn_blocking(move || state.publisher.flush(FLUSH_TIMEOUT)).await;
+        let flushed =
+            tokio::task::spawn_blocking(move || state.publisher.flush(FLUSH_TIMEOUT)).await;
         let _ = stop_tx.send(true);
         let _ = readiness.await;
         let admin = admin.await;
         served.context("serving webhooks")?;
-        flushed
-            .context("flush task")?
-            .context("flushing the producer: some records may be unacknowledged (their webhooks got 503)")?;
-        admin.context("admin task")?.context("serving the admin listener")?;
+        flushed.context("flush task")?.context(
+            "flushing the producer: some records may be unacknowledged (their webhooks got 503)",
+        )?;
+        admin
+            .context("admin task")?
+            .context("serving the admin listener")?;
         tracing::info!("ingest stopped cleanly");
         Ok(())
     }

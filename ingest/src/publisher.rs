@@ -47,7 +47,10 @@ pub fn defaults(produce_timeout: Duration, max_in_flight: usize) -> Vec<(&'stati
         // A short linger batches a flash sale's concurrent webhooks without adding visible
         // latency; a long one would eat into Shopify's 5 s deadline.
         ("linger.ms", "2".into()),
-        ("message.timeout.ms", produce_timeout.as_millis().to_string()),
+        (
+            "message.timeout.ms",
+            produce_timeout.as_millis().to_string(),
+        ),
         (
             "queue.buffering.max.messages",
             (max_in_flight * 2).max(1000).to_string(),
@@ -112,9 +115,10 @@ impl Publisher {
                 Err(_) => Err(PublishError::Timeout(self.timeout)),
                 // The producer was dropped mid-flight: only possible during shutdown.
                 Ok(Err(_canceled)) => Err(PublishError::Broker(KafkaError::Canceled)),
-                Ok(Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)))) => {
-                    Err(PublishError::Timeout(self.timeout))
-                }
+                Ok(Ok(Err((
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+                    _,
+                )))) => Err(PublishError::Timeout(self.timeout)),
                 Ok(Ok(Err((e, _)))) => Err(PublishError::Broker(e)),
                 Ok(Ok(Ok(_delivery))) => Ok(()),
             },

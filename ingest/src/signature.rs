@@ -127,7 +127,11 @@ mod tests {
     use super::*;
 
     fn verifier(global: &[&str], shops: &[(&str, &[&str])]) -> Verifier {
-        let set = |l: &[&str]| l.iter().map(|s| SecretString::from(s.to_string())).collect();
+        let set = |l: &[&str]| {
+            l.iter()
+                .map(|s| SecretString::from(s.to_string()))
+                .collect()
+        };
         Verifier::new(&ResolvedSecrets {
             global: set(global),
             shops: shops
@@ -154,7 +158,10 @@ mod tests {
     fn known_vectors_verify_over_exact_bytes() {
         let v = verifier(&["shpss_secret"], &[]);
         for (body, sig) in VECTORS {
-            assert_eq!(v.verify("s.myshopify.com", Some(sig.as_bytes()), body), Ok(()));
+            assert_eq!(
+                v.verify("s.myshopify.com", Some(sig.as_bytes()), body),
+                Ok(())
+            );
         }
         // The same JSON with `/` unescaped is different bytes and must fail.
         let unescaped = br#"{"id":820982911946154508,"note":"a/b"}"#;
@@ -173,10 +180,10 @@ mod tests {
         for bad in [
             "",
             "not base64 at all!!",
-            &good[..43],                                      // wrong length
-            &format!("{good}="),                              // wrong length
-            "YAdS9sUURCgKEuYsQB7P6HPHMWcEFNfqOjRDBX2zkV*=",   // non-base64 char
-            "YWJj",                                           // valid base64, 3 bytes
+            &good[..43],                                        // wrong length
+            &format!("{good}="),                                // wrong length
+            "YAdS9sUURCgKEuYsQB7P6HPHMWcEFNfqOjRDBX2zkV*=",     // non-base64 char
+            "YWJj",                                             // valid base64, 3 bytes
             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", // 36 bytes
         ] {
             assert_eq!(

@@ -108,7 +108,10 @@ impl IntoResponse for Outcome {
 fn unavailable(why: String) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS))],
+        [(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECS),
+        )],
         why,
     )
         .into_response()
@@ -239,15 +242,25 @@ impl AppState {
         let topic = match meta.topic.parse::<ShopifyTopic>() {
             Ok(t) if self.accepted.contains(&t) => t,
             _ => {
-                tracing::debug!(topic = meta.topic, "signed webhook of a topic not configured; ignored");
+                tracing::debug!(
+                    topic = meta.topic,
+                    "signed webhook of a topic not configured; ignored"
+                );
                 return Outcome::IgnoredTopic;
             }
         };
-        let (destination, topic_name, key, reason) = match schemas::record_key(&meta.shop, topic, &body) {
+        let (destination, topic_name, key, reason) = match schemas::record_key(
+            &meta.shop, topic, &body,
+        ) {
             Ok(key) => ("orders", &self.orders_topic, key.to_string(), None),
             Err(e) => {
                 tracing::warn!(shop = %meta.shop, webhook_id = meta.webhook_id, %topic, error = %e, "signed webhook has no usable key; quarantining");
-                ("quarantine", &self.quarantine_topic, meta.shop.clone(), Some(e.reason()))
+                (
+                    "quarantine",
+                    &self.quarantine_topic,
+                    meta.shop.clone(),
+                    Some(e.reason()),
+                )
             }
         };
         let span = tracing::info_span!(
@@ -292,12 +305,30 @@ fn record_headers(meta: &Meta<'_>, span: &tracing::Span, quarantine: Option<&str
     let received_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let (traceparent, tracestate) = service_runtime::telemetry::trace_context(span);
     let mut headers = OwnedHeaders::new_with_capacity(11)
-        .insert(Header { key: h::SHOPIFY_TOPIC, value: Some(meta.topic) })
-        .insert(Header { key: h::SHOPIFY_SHOP_DOMAIN, value: Some(meta.shop.as_str()) })
-        .insert(Header { key: h::SHOPIFY_WEBHOOK_ID, value: Some(meta.webhook_id) })
-        .insert(Header { key: h::SHOPIFY_API_VERSION, value: Some(meta.api_version) })
-        .insert(Header { key: h::RECEIVED_AT, value: Some(received_at.as_str()) })
-        .insert(Header { key: h::TRACEPARENT, value: Some(traceparent.as_str()) });
+        .insert(Header {
+            key: h::SHOPIFY_TOPIC,
+            value: Some(meta.topic),
+        })
+        .insert(Header {
+            key: h::SHOPIFY_SHOP_DOMAIN,
+            value: Some(meta.shop.as_str()),
+        })
+        .insert(Header {
+            key: h::SHOPIFY_WEBHOOK_ID,
+            value: Some(meta.webhook_id),
+        })
+        .insert(Header {
+            key: h::SHOPIFY_API_VERSION,
+            value: Some(meta.api_version),
+        })
+        .insert(Header {
+            key: h::RECEIVED_AT,
+            value: Some(received_at.as_str()),
+        })
+        .insert(Header {
+            key: h::TRACEPARENT,
+            value: Some(traceparent.as_str()),
+        });
     let optional = [
         (h::SHOPIFY_EVENT_ID, meta.event_id),
         (h::SHOPIFY_TRIGGERED_AT, meta.triggered_at),
@@ -306,7 +337,10 @@ fn record_headers(meta: &Meta<'_>, span: &tracing::Span, quarantine: Option<&str
     ];
     for (key, value) in optional {
         if let Some(value) = value {
-            headers = headers.insert(Header { key, value: Some(value) });
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
         }
     }
     headers
@@ -348,7 +382,11 @@ impl Readiness {
     pub fn age(&self) -> Option<Duration> {
         match self.last_ok_ms.load(Ordering::Relaxed) {
             0 => None,
-            ms => Some(self.origin.elapsed().saturating_sub(Duration::from_millis(ms - 1))),
+            ms => Some(
+                self.origin
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms - 1)),
+            ),
         }
     }
 
@@ -363,7 +401,10 @@ impl Readiness {
                     .clone()
                     .unwrap_or_else(|| "no metadata fetched yet".into());
                 Err(match age {
-                    Some(age) => format!("broker metadata is {}s old; last error: {last_error}", age.as_secs()),
+                    Some(age) => format!(
+                        "broker metadata is {}s old; last error: {last_error}",
+                        age.as_secs()
+                    ),
                     None => format!("broker not reached yet; last error: {last_error}"),
                 })
             }

@@ -206,7 +206,11 @@ mod tests {
     #[test]
     fn string_ids_are_accepted_and_bad_ids_rejected() {
         assert_eq!(
-            key(ShopifyTopic::CustomersUpdate, r#"{"id":"706405506930370084"}"#).unwrap(),
+            key(
+                ShopifyTopic::CustomersUpdate,
+                r#"{"id":"706405506930370084"}"#
+            )
+            .unwrap(),
             "example.myshopify.com/706405506930370084"
         );
         for body in [
@@ -263,8 +267,16 @@ mod tests {
                 r#"{"id":1,"customer":{}}"#,
                 "missing_key_field",
             ),
-            (ShopifyTopic::RefundsCreate, r#"{"id":1}"#, "missing_key_field"),
-            (ShopifyTopic::CustomersRedact, r#"{"customer":null}"#, "missing_key_field"),
+            (
+                ShopifyTopic::RefundsCreate,
+                r#"{"id":1}"#,
+                "missing_key_field",
+            ),
+            (
+                ShopifyTopic::CustomersRedact,
+                r#"{"customer":null}"#,
+                "missing_key_field",
+            ),
             (ShopifyTopic::ShopRedact, "{", "invalid_json"),
             (
                 ShopifyTopic::OrdersCreate,

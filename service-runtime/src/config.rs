@@ -131,15 +131,19 @@ fn apply_env_override(root: &mut toml::Table, var: &str, value: String) -> Resul
         path.truncate(2);
         path.push(property);
     }
-    let (last, parents) = path.split_last().expect("split yields at least one segment");
+    let (last, parents) = path
+        .split_last()
+        .expect("split yields at least one segment");
     let mut table = root;
     for segment in parents {
         let entry = table
             .entry(segment.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry
-            .as_table_mut()
-            .ok_or_else(|| env_err(format!("`{segment}` is a value in the config file, not a section")))?;
+        table = entry.as_table_mut().ok_or_else(|| {
+            env_err(format!(
+                "`{segment}` is a value in the config file, not a section"
+            ))
+        })?;
     }
     table.insert(last.clone(), toml::Value::String(value));
     Ok(())
@@ -405,7 +409,11 @@ mod tests {
         let mut t = TopicsConfig::default();
         t.validate().unwrap();
         t.orders = "bad name".into();
-        assert!(t.validate().unwrap_err().to_string().contains("topics.orders"));
+        assert!(t
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("topics.orders"));
         let mut t = TopicsConfig::default();
         t.orders_quarantine = t.orders.clone();
         assert!(t.validate().is_err());

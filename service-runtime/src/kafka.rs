@@ -101,7 +101,9 @@ mod tests {
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("bootstrap.servers"), Some("b:1"));
 
-        kafka.client.insert("acks".into(), toml::Value::String("1".into()));
+        kafka
+            .client
+            .insert("acks".into(), toml::Value::String("1".into()));
         let e = client_config(&kafka, "b:1", &[], &[("acks", "all")]).unwrap_err();
         assert!(e.to_string().contains("acks"), "{e}");
     }

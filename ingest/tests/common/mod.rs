@@ -1,0 +1,198 @@
+//! Test harness: an ingest on random ports in front of librdkafka's mock cluster (real Kafka
+//! protocol over loopback TCP), plus helpers to send signed webhooks and read the topics back.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ingest::config::Settings;
+use ingest::Application;
+use loadgen::Webhook;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use secrecy::SecretString;
+use service_runtime::kafka::EmbeddedBroker;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const SECRET: &str = "shpss_test_secret";
+pub const SHOP: &str = "tierflow-test.myshopify.com";
+pub const ORDERS: &str = "shopify.orders";
+pub const QUARANTINE: &str = "shopify.orders.quarantine";
+pub const PARTITIONS: i32 = 6;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub broker: EmbeddedBroker,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn settings(bootstrap: &str) -> Settings {
+    let mut s = Settings::default();
+    s.kafka.brokers = Some(bootstrap.to_owned());
+    s.shopify.webhook_secrets = vec![SecretString::from(SECRET)];
+    s.ingest.listen = "127.0.0.1:0".parse().unwrap();
+    s.ingest.admin_listen = "127.0.0.1:0".parse().unwrap();
+    s.ingest.produce_timeout = Duration::from_millis(1500);
+    s
+}
+
+pub async fn spawn_app(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let broker = EmbeddedBroker::start(&[ORDERS, QUARANTINE], PARTITIONS).unwrap();
+    let mut s = settings(&broker.bootstrap_servers());
+    tweak(&mut s);
+    s.validate().unwrap();
+    let app = Application::build(&s, &broker.bootstrap_servers())
+        .await
+        .unwrap();
+    let (addr, admin) = (app.local_addr(), app.admin_addr());
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        admin,
+        broker,
+        client: reqwest::Client::new(),
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self) -> String {
+        format!("http://{}/webhooks/shopify", self.addr)
+    }
+
+    pub async fn send(&self, webhook: &Webhook) -> reqwest::Response {
+        let mut req = self.client.post(self.url()).body(webhook.body.clone());
+        for (k, v) in webhook.headers() {
+            req = req.header(k, v);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Stop gracefully and return what `run_until` returned.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.handle.take().unwrap().await.unwrap()
+    }
+
+    /// Records in `topic` (all partitions), by high watermark.
+    pub fn count(&self, topic: &str) -> i64 {
+        count(&self.broker.bootstrap_servers(), topic)
+    }
+
+    /// Read every record of `topic` until `expect` are seen or `within` passes.
+    pub async fn read(&self, topic: &str, expect: usize, within: Duration) -> Vec<OwnedMessage> {
+        let bootstrap = self.broker.bootstrap_servers();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || read_topic(&bootstrap, &topic, expect, within))
+            .await
+            .unwrap()
+    }
+}
+
+pub fn count(bootstrap: &str, topic: &str) -> i64 {
+    let consumer = consumer(bootstrap);
+    (0..PARTITIONS)
+        .map(|p| {
+            let (lo, hi) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
+                .unwrap();
+            hi - lo
+        })
+        .sum()
+}
+
+fn consumer(bootstrap: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "ingest-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap()
+}
+
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    expect: usize,
+    within: Duration,
+) -> Vec<OwnedMessage> {
+    let consumer = consumer(bootstrap);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < expect && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            out.push(m.unwrap().detach());
+        }
+    }
+    // Give a straggler (a duplicate) a moment to show up too.
+    while let Some(m) = consumer.poll(Duration::from_millis(200)) {
+        out.push(m.unwrap().detach());
+    }
+    out
+}
+
+pub fn headers_of(m: &OwnedMessage) -> HashMap<String, String> {
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8(h.value.unwrap_or_default().to_vec()).unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn key_of(m: &OwnedMessage) -> String {
+    String::from_utf8(m.key().unwrap().to_vec()).unwrap()
+}
+
+/// A realistic signed `orders/create` for customer `customer` (None: a guest).
+pub fn order_webhook(
+    webhook_id: &str,
+    customer: Option<u64>,
+) -> (Webhook, loadgen::payload::OrderSpec) {
+    let mut rng = rand::rng();
+    let spec = loadgen::payload::OrderSpec::random(&mut rng, 820_982_911_946_154_508, customer);
+    let body = loadgen::payload::order_body(&spec, SHOP);
+    (
+        Webhook::signed("orders/create", SHOP, webhook_id, SECRET.as_bytes(), body),
+        spec,
+    )
+}
+
+/// A signed webhook of any topic with any body.
+pub fn signed(topic: &str, webhook_id: &str, body: &[u8]) -> Webhook {
+    Webhook::signed(topic, SHOP, webhook_id, SECRET.as_bytes(), body.to_vec())
+}
