@@ -8,6 +8,7 @@
 // `payload`'s Shopify-sized `json!` literals nest deeper than the default limit.
 #![recursion_limit = "512"]
 
+pub mod drive;
 pub mod payload;
 
 use base64::Engine;

@@ -37,7 +37,7 @@ impl OrderSpec {
 
     /// A random, plausible order for customer `customer_id` (or a guest).
     pub fn random(rng: &mut impl Rng, order_id: u64, customer_id: Option<u64>) -> Self {
-        let items = rng.random_range(2..=5);
+        let items = rng.random_range(1..=3);
         OrderSpec {
             order_id,
             customer_id,
