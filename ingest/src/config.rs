@@ -318,6 +318,17 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_files_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("config");
+        for file in ["tierflow.example.toml", "dev.toml"] {
+            Settings::load(Some(&root.join(file)), std::iter::empty(), None)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+
+    #[test]
     fn invalid_values_name_the_field_and_the_fix() {
         let cases: &[(&str, &str)] = &[
             ("[kafka]\nbrokers = \"embedded\"\n", "shopify.webhook_secrets"),

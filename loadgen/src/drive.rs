@@ -190,7 +190,10 @@ impl Conn {
         self.buf.clear();
         loop {
             if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Err(Error::new(ErrorKind::UnexpectedEof, "server closed the connection"));
+                return Err(Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "server closed the connection",
+                ));
             }
             let mut headers = [httparse::EMPTY_HEADER; 24];
             let mut response = httparse::Response::new(&mut headers);
@@ -209,14 +212,20 @@ impl Conn {
                         .and_then(|v| v.trim().parse().ok())
                         .ok_or_else(|| Error::new(ErrorKind::InvalidData, "bad content-length"))?;
                 } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                    return Err(Error::new(ErrorKind::InvalidData, "chunked responses are not supported"));
+                    return Err(Error::new(
+                        ErrorKind::InvalidData,
+                        "chunked responses are not supported",
+                    ));
                 } else if h.name.eq_ignore_ascii_case("connection") {
                     close = h.value.eq_ignore_ascii_case(b"close");
                 }
             }
             while self.buf.len() < head_len + content_length {
                 if self.stream.read_buf(&mut self.buf).await? == 0 {
-                    return Err(Error::new(ErrorKind::UnexpectedEof, "response body cut short"));
+                    return Err(Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "response body cut short",
+                    ));
                 }
             }
             return Ok((status, close));
@@ -244,7 +253,10 @@ async fn connection_loop(
         .rate
         .map(|r| Duration::from_secs_f64(cfg.connections as f64 / r));
     // Stagger open-loop senders so they do not fire in lockstep.
-    let mut due = start + interval.map_or(Duration::ZERO, |i| i.mul_f64(worker as f64 / cfg.connections as f64));
+    let mut due = start
+        + interval.map_or(Duration::ZERO, |i| {
+            i.mul_f64(worker as f64 / cfg.connections as f64)
+        });
     let mut conn: Option<Conn> = None;
     let mut seq: u64 = 0;
     let mut request = Vec::with_capacity(16 * 1024);
@@ -272,8 +284,11 @@ async fn connection_loop(
         seq += 1;
         request.clear();
         request.extend_from_slice(&p.head);
-        write!(request, "x-shopify-webhook-id: lg-{run_id:08x}-{worker}-{seq}\r\n\r\n")
-            .expect("writing to a Vec cannot fail");
+        write!(
+            request,
+            "x-shopify-webhook-id: lg-{run_id:08x}-{worker}-{seq}\r\n\r\n"
+        )
+        .expect("writing to a Vec cannot fail");
         request.extend_from_slice(&p.body);
         let result = c.exchange(&request).await;
         let done = Instant::now();
@@ -281,7 +296,8 @@ async fn connection_loop(
             Ok((status, close)) => {
                 if due >= measure_from && done <= end {
                     *part.by_status.entry(status).or_default() += 1;
-                    let us = u64::try_from(done.duration_since(due).as_micros()).unwrap_or(u64::MAX);
+                    let us =
+                        u64::try_from(done.duration_since(due).as_micros()).unwrap_or(u64::MAX);
                     part.latency_us.saturating_record(us.max(1));
                 }
                 if close {

@@ -11,7 +11,10 @@ use loadgen::drive::{drive, DriveConfig};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Load generator for tierflow's ingest: signed, Shopify-shaped order webhooks")]
+#[command(
+    version,
+    about = "Load generator for tierflow's ingest: signed, Shopify-shaped order webhooks"
+)]
 struct Cli {
     /// Webhook endpoint.
     #[arg(long, default_value = "http://127.0.0.1:8080/webhooks/shopify")]
@@ -23,7 +26,11 @@ struct Cli {
     #[arg(long, default_value = "tierflow-dev.myshopify.com")]
     shop: String,
     /// Comma-separated Shopify topics, cycled.
-    #[arg(long, default_value = "orders/create,orders/updated,orders/paid", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "orders/create,orders/updated,orders/paid",
+        value_delimiter = ','
+    )]
     topics: Vec<String>,
     /// Concurrent HTTP/1.1 connections.
     #[arg(long, short = 'c', default_value_t = 256)]
@@ -70,13 +77,25 @@ fn main() -> anyhow::Result<()> {
             .expect("the stream is endless");
         let body = loadgen::payload::order_body(&spec, &cli.shop);
         std::fs::write(dir.join("body.json"), &body)?;
-        std::fs::write(dir.join("body.sig"), loadgen::sign(cli.secret.as_bytes(), &body) + "\n")?;
-        println!("wrote {} ({} bytes) and body.sig", dir.join("body.json").display(), body.len());
+        std::fs::write(
+            dir.join("body.sig"),
+            loadgen::sign(cli.secret.as_bytes(), &body) + "\n",
+        )?;
+        println!(
+            "wrote {} ({} bytes) and body.sig",
+            dir.join("body.json").display(),
+            body.len()
+        );
         return Ok(());
     }
     let uri: http::Uri = cli.url.parse()?;
-    anyhow::ensure!(uri.scheme_str() == Some("http"), "only http:// URLs are supported");
-    let host = uri.host().ok_or_else(|| anyhow::anyhow!("URL has no host"))?;
+    anyhow::ensure!(
+        uri.scheme_str() == Some("http"),
+        "only http:// URLs are supported"
+    );
+    let host = uri
+        .host()
+        .ok_or_else(|| anyhow::anyhow!("URL has no host"))?;
     let addr = format!("{host}:{}", uri.port_u16().unwrap_or(80));
     let cfg = DriveConfig {
         addr,
@@ -93,7 +112,9 @@ fn main() -> anyhow::Result<()> {
         seed: cli.seed,
     };
     let rt = if cli.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cli.threads)
@@ -126,6 +147,10 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|(s, n)| format!("{s}: {n}"))
         .collect();
-    println!("status: {}  transport errors: {}", statuses.join(", "), report.transport_errors);
+    println!(
+        "status: {}  transport errors: {}",
+        statuses.join(", "),
+        report.transport_errors
+    );
     Ok(())
 }

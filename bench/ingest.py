@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Ingest benchmark: the real ingest and the bare floor, alternated, under the same loadgen.
+
+Each round starts a target (embedded mock broker, 6 partitions), warms up, drives it with
+`loadgen` (256 connections, closed loop, ~7 KB bodies) and records throughput, latency
+percentiles and the target's peak RSS (VmHWM). Targets alternate within a round so machine
+noise hits both alike; the report gives medians over rounds and the ingest/floor ratio.
+
+    python3 bench/ingest.py [--rounds 3] [--duration 15s] [--connections 256]
+
+Results are printed and saved to target/bench/ingest-<timestamp>.json.
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+SECRET = "bench-secret"
+PORT = 18080
+ADMIN = 19090
+
+
+def build():
+    subprocess.run(
+        ["cargo", "build", "--release", "--quiet", "-p", "ingest", "-p", "loadgen",
+         "--bin", "ingest", "--bin", "loadgen", "--example", "bare_floor"],
+        cwd=ROOT, check=True)
+
+
+def wait_port(port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+def start(target):
+    env = dict(os.environ, RUST_LOG="warn")
+    if target == "ingest":
+        env.update({
+            "TIERFLOW_KAFKA__BROKERS": "embedded",
+            "TIERFLOW_SHOPIFY__WEBHOOK_SECRETS": SECRET,
+            "TIERFLOW_INGEST__LISTEN": f"127.0.0.1:{PORT}",
+            "TIERFLOW_INGEST__ADMIN_LISTEN": f"127.0.0.1:{ADMIN}",
+        })
+        cmd = [os.path.join(REL, "ingest")]
+    else:
+        cmd = [os.path.join(REL, "examples", "bare_floor"), f"127.0.0.1:{PORT}", SECRET]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_port(PORT)
+    return proc
+
+
+def peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_one(target, args):
+    proc = start(target)
+    try:
+        out = subprocess.run(
+            [os.path.join(REL, "loadgen"), "--url", f"http://127.0.0.1:{PORT}/webhooks/shopify",
+             "--secret", SECRET, "-c", str(args.connections), "-d", args.duration,
+             "--warmup", args.warmup, "--json"],
+            check=True, capture_output=True, text=True).stdout
+        result = json.loads(out)
+        result["peak_rss_mb"] = peak_rss_mb(proc.pid)
+        return result
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.returncode not in (0, -signal.SIGTERM):
+            sys.stderr.write(proc.stderr.read().decode(errors="replace"))
+            raise RuntimeError(f"{target} exited with {proc.returncode}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", default="15s")
+    p.add_argument("--warmup", default="3s")
+    p.add_argument("--connections", type=int, default=256)
+    args = p.parse_args()
+    build()
+    runs = {"ingest": [], "floor": []}
+    for r in range(args.rounds):
+        order = ["ingest", "floor"] if r % 2 == 0 else ["floor", "ingest"]
+        for target in order:
+            res = run_one(target, args)
+            runs[target].append(res)
+            print(f"round {r + 1} {target:6}: {res['ok_per_sec']:8.0f} 2xx/s  p50 {res['p50_ms']:6.2f} ms"
+                  f"  p99 {res['p99_ms']:6.2f} ms  peak RSS {res['peak_rss_mb']:6.1f} MB"
+                  f"  non-2xx {res['requests'] - res['ok']}  errors {res['transport_errors']}", flush=True)
+    med = {t: {k: statistics.median(x[k] for x in rs) for k in ("ok_per_sec", "p50_ms", "p99_ms", "peak_rss_mb")}
+           for t, rs in runs.items()}
+    print(f"\nmedians over {args.rounds} rounds, {args.connections} connections, {args.duration} each, "
+          f"{runs['ingest'][0]['body_bytes_mean']} B bodies:")
+    print(f"{'target':8} {'2xx/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'peak RSS MB':>12}")
+    for t in ("ingest", "floor"):
+        m = med[t]
+        print(f"{t:8} {m['ok_per_sec']:9.0f} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f} {m['peak_rss_mb']:12.1f}")
+    ratio = med["ingest"]["ok_per_sec"] / med["floor"]["ok_per_sec"]
+    print(f"ingest/floor throughput ratio: {ratio:.3f}")
+    out_dir = os.path.join(ROOT, "target", "bench")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, time.strftime("ingest-%Y%m%dT%H%M%S.json"))
+    with open(path, "w") as f:
+        json.dump({"args": vars(args), "runs": runs, "medians": med, "ratio": ratio}, f, indent=2)
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
