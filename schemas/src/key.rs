@@ -116,10 +116,37 @@ struct KeyFields {
     customer: Option<CustomerRef>,
 }
 
-#[derive(Deserialize)]
+/// `customer`: an object whose `id` we need. Written out because serde's derive would also accept
+/// an array (`"customer": [5]`), which is not a Shopify customer.
 struct CustomerRef {
-    #[serde(default)]
     id: Option<ShopifyId>,
+}
+
+impl<'de> Deserialize<'de> for CustomerRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CustomerVisitor;
+        impl<'de> Visitor<'de> for CustomerVisitor {
+            type Value = CustomerRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a customer object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<CustomerRef, A::Error> {
+                let mut id = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "id" {
+                        if id.is_some() {
+                            return Err(de::Error::duplicate_field("id"));
+                        }
+                        id = map.next_value::<Option<ShopifyId>>()?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(CustomerRef { id })
+            }
+        }
+        d.deserialize_map(CustomerVisitor)
+    }
 }
 
 /// A Shopify id: a JSON integer that fits `u64`, or a string of ASCII digits that does.
@@ -278,6 +305,16 @@ mod tests {
                 "missing_key_field",
             ),
             (ShopifyTopic::ShopRedact, "{", "invalid_json"),
+            (
+                ShopifyTopic::OrdersCreate,
+                r#"{"id":1,"customer":[5]}"#,
+                "invalid_json",
+            ),
+            (
+                ShopifyTopic::OrdersCreate,
+                r#"{"id":1,"customer":{"id":2,"id":3}}"#,
+                "invalid_json",
+            ),
             (
                 ShopifyTopic::OrdersCreate,
                 r#"{"id":1,"id":2}"#,

@@ -136,4 +136,30 @@ mod tests {
             .bytes()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     }
+
+    #[test]
+    fn with_otel_the_record_context_is_the_exported_span() {
+        use opentelemetry_sdk::trace::InMemorySpanExporter;
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let (traceparent, _) = tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("publish");
+            let tp = trace_context(&span);
+            drop(span);
+            tp
+        });
+        provider.force_flush().unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        assert_eq!(spans.len(), 1);
+        let sc = &spans[0].span_context;
+        assert_eq!(
+            traceparent,
+            format!("00-{}-{}-01", sc.trace_id(), sc.span_id()),
+            "the record carries the exported span's context, sampled"
+        );
+    }
 }
