@@ -286,11 +286,11 @@ async fn every_2xx_under_a_burst_with_the_broker_stopped_midway_is_in_the_topic(
                 }
                 let id = format!("wh-burst-{i}");
                 let (w, _) = order_webhook(&id, Some(1_000 + i as u64 % 50));
-                let mut req = client.post(&url).body(w.body.clone());
-                for (k, v) in w.headers() {
-                    req = req.header(k, v);
-                }
-                let status = req.send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+                let status = post(&client, &url, &w)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
                 done_tx.send((id, status)).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -399,11 +399,7 @@ async fn shutdown_finishes_in_flight_requests_and_flushes() {
     let mut pending = Vec::new();
     for i in 0..8 {
         let (w, _) = order_webhook(&format!("wh-shutdown-{i}"), Some(77));
-        let mut req = app.client.post(app.url()).body(w.body.clone());
-        for (k, v) in w.headers() {
-            req = req.header(k, v);
-        }
-        pending.push(tokio::spawn(req.send()));
+        pending.push(tokio::spawn(post(&app.client, &app.url(), &w).send()));
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (stopped, responses) = tokio::join!(app.stop(), futures::future::join_all(pending));

@@ -72,11 +72,10 @@ impl TestApp {
     }
 
     pub async fn send(&self, webhook: &Webhook) -> reqwest::Response {
-        let mut req = self.client.post(self.url()).body(webhook.body.clone());
-        for (k, v) in webhook.headers() {
-            req = req.header(k, v);
-        }
-        req.send().await.unwrap()
+        post(&self.client, &self.url(), webhook)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn metrics(&self) -> String {
@@ -109,6 +108,15 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// The request Shopify would make to deliver `webhook` to `url`.
+pub fn post(client: &reqwest::Client, url: &str, webhook: &Webhook) -> reqwest::RequestBuilder {
+    let mut req = client.post(url).body(webhook.body.clone());
+    for (k, v) in webhook.headers() {
+        req = req.header(k, v);
+    }
+    req
 }
 
 pub fn count(bootstrap: &str, topic: &str) -> i64 {
