@@ -1,0 +1,295 @@
+//! Per-customer order ledgers: the state the segmenter keeps, restores and replays.
+//!
+//! For every customer the ledger holds the newest known version of each of their orders. A
+//! version is newer when its `updated_at` is later; two versions with the same `updated_at`
+//! (Shopify's timestamps have one-second resolution) are ordered by a fingerprint of their
+//! content, so the winner never depends on arrival order. An older or equal version is a no-op.
+//! Totals are derived from the stored orders, never accumulated, so duplicates and replays
+//! cannot double-count.
+
+use std::collections::HashMap;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::normalize::NormalizedOrder;
+
+/// Orders' version order: `updated_at`, then a content fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub updated_at_us: i64,
+    pub fingerprint: u64,
+}
+
+/// A customer: one shop (interned per ledger) and the Shopify customer id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CustomerKey {
+    shop: u32,
+    pub customer_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OrderEntry {
+    order_id: u64,
+    version: Version,
+    amount: Decimal,
+    counted: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct CustomerState {
+    email: Option<Box<str>>,
+    currency: Option<Box<str>>,
+    /// Version of the order the email and currency were taken from.
+    contact_version: Option<Version>,
+    orders: Vec<OrderEntry>,
+}
+
+/// What the spend rule says about a customer right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub total_spent: Decimal,
+    pub orders_count: u64,
+    pub email: Option<String>,
+    pub currency: Option<String>,
+}
+
+/// One stored order version, as written to (and restored from) the changelog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRecord {
+    pub shop: String,
+    pub customer_id: u64,
+    pub order_id: u64,
+    pub version: Version,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    pub counted: bool,
+    pub email: Option<String>,
+    pub currency: Option<String>,
+}
+
+impl OrderRecord {
+    /// The changelog key: one entry per order, so compaction keeps each order's newest version
+    /// and a redaction is one tombstone per order.
+    pub fn key(shop: &str, customer_id: u64, order_id: u64) -> String {
+        format!("{shop}/{customer_id}/{order_id}")
+    }
+
+    /// `(shop, customer id, order id)` from a changelog key.
+    pub fn parse_key(key: &str) -> Option<(&str, u64, u64)> {
+        let (rest, order) = key.rsplit_once('/')?;
+        let (shop, customer) = rest.rsplit_once('/')?;
+        Some((shop, customer.parse().ok()?, order.parse().ok()?))
+    }
+}
+
+/// The content fingerprint that breaks `updated_at` ties deterministically.
+pub fn fingerprint(o: &NormalizedOrder, counted: bool) -> u64 {
+    let mut h = Sha256::new();
+    h.update(o.amount.normalize().to_string().as_bytes());
+    h.update([u8::from(counted), u8::from(o.cancelled), u8::from(o.test)]);
+    h.update(o.financial_status.as_deref().unwrap_or("").as_bytes());
+    h.update([0]);
+    h.update(o.currency.as_deref().unwrap_or("").as_bytes());
+    h.update([0]);
+    h.update(o.email.as_deref().unwrap_or("").as_bytes());
+    let d = h.finalize();
+    u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+/// All customers of the partitions one segmenter instance owns.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    shops: Vec<Box<str>>,
+    shop_ids: HashMap<Box<str>, u32>,
+    customers: HashMap<CustomerKey, CustomerState>,
+    orders: usize,
+}
+
+impl Ledger {
+    pub fn new() -> Self {
+        Ledger::default()
+    }
+
+    pub fn key(&mut self, shop: &str, customer_id: u64) -> CustomerKey {
+        let shop = match self.shop_ids.get(shop) {
+            Some(id) => *id,
+            None => {
+                let id = u32::try_from(self.shops.len()).expect("fewer than 2^32 shops");
+                self.shops.push(shop.into());
+                self.shop_ids.insert(shop.into(), id);
+                id
+            }
+        };
+        CustomerKey { shop, customer_id }
+    }
+
+    pub fn shop_of(&self, key: CustomerKey) -> &str {
+        &self.shops[key.shop as usize]
+    }
+
+    pub fn customers(&self) -> usize {
+        self.customers.len()
+    }
+
+    pub fn orders(&self) -> usize {
+        self.orders
+    }
+
+    pub fn contains(&self, key: CustomerKey) -> bool {
+        self.customers.contains_key(&key)
+    }
+
+    /// Store `order` if it is newer than what the ledger has. Returns the stored record when
+    /// it was (for the changelog), `None` for a duplicate or stale version.
+    pub fn apply(
+        &mut self,
+        key: CustomerKey,
+        order: &NormalizedOrder,
+        counted: bool,
+    ) -> Option<OrderRecord> {
+        let version = Version {
+            updated_at_us: order.updated_at_us,
+            fingerprint: fingerprint(order, counted),
+        };
+        let state = self.customers.entry(key).or_default();
+        match state
+            .orders
+            .iter_mut()
+            .find(|e| e.order_id == order.order_id)
+        {
+            Some(existing) if existing.version >= version => return None,
+            Some(existing) => {
+                existing.version = version;
+                existing.amount = order.amount;
+                existing.counted = counted;
+            }
+            None => {
+                state.orders.push(OrderEntry {
+                    order_id: order.order_id,
+                    version,
+                    amount: order.amount,
+                    counted,
+                });
+                self.orders += 1;
+            }
+        }
+        if state.contact_version.is_none_or(|v| v < version) {
+            state.contact_version = Some(version);
+            if order.email.is_some() {
+                state.email = order.email.as_deref().map(Into::into);
+            }
+            if order.currency.is_some() {
+                state.currency = order.currency.as_deref().map(Into::into);
+            }
+        }
+        Some(OrderRecord {
+            shop: self.shops[key.shop as usize].to_string(),
+            customer_id: key.customer_id,
+            order_id: order.order_id,
+            version,
+            amount: order.amount,
+            counted,
+            email: order.email.clone(),
+            currency: order.currency.clone(),
+        })
+    }
+
+    /// Put a changelog record back, as it was when written (restore path: no version check,
+    /// the changelog holds accepted versions in the order they were accepted).
+    pub fn restore(&mut self, r: &OrderRecord) {
+        let key = self.key(&r.shop, r.customer_id);
+        let state = self.customers.entry(key).or_default();
+        match state.orders.iter_mut().find(|e| e.order_id == r.order_id) {
+            Some(e) => {
+                e.version = r.version;
+                e.amount = r.amount;
+                e.counted = r.counted;
+            }
+            None => {
+                state.orders.push(OrderEntry {
+                    order_id: r.order_id,
+                    version: r.version,
+                    amount: r.amount,
+                    counted: r.counted,
+                });
+                self.orders += 1;
+            }
+        }
+        if state.contact_version.is_none_or(|v| v < r.version) {
+            state.contact_version = Some(r.version);
+            if r.email.is_some() {
+                state.email = r.email.as_deref().map(Into::into);
+            }
+            if r.currency.is_some() {
+                state.currency = r.currency.as_deref().map(Into::into);
+            }
+        }
+    }
+
+    /// Apply a changelog tombstone for one order.
+    pub fn restore_delete(&mut self, shop: &str, customer_id: u64, order_id: u64) {
+        let key = self.key(shop, customer_id);
+        if let Some(state) = self.customers.get_mut(&key) {
+            let before = state.orders.len();
+            state.orders.retain(|e| e.order_id != order_id);
+            self.orders -= before - state.orders.len();
+            if state.orders.is_empty() {
+                self.customers.remove(&key);
+            }
+        }
+    }
+
+    pub fn summary(&self, key: CustomerKey) -> Option<Summary> {
+        let state = self.customers.get(&key)?;
+        let (total_spent, orders_count) = state
+            .orders
+            .iter()
+            .filter(|e| e.counted)
+            .fold((Decimal::ZERO, 0u64), |(t, n), e| (t + e.amount, n + 1));
+        Some(Summary {
+            total_spent,
+            orders_count,
+            email: state.email.as_deref().map(str::to_owned),
+            currency: state.currency.as_deref().map(str::to_owned),
+        })
+    }
+
+    /// Forget a customer; returns the order ids that were stored (for changelog tombstones).
+    pub fn remove(&mut self, key: CustomerKey) -> Vec<u64> {
+        match self.customers.remove(&key) {
+            Some(state) => {
+                self.orders -= state.orders.len();
+                state.orders.into_iter().map(|e| e.order_id).collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Every customer of `shop`, sorted by customer id (for deterministic output).
+    pub fn customers_of(&self, shop: &str) -> Vec<CustomerKey> {
+        let Some(&shop) = self.shop_ids.get(shop) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<CustomerKey> = self
+            .customers
+            .keys()
+            .filter(|k| k.shop == shop)
+            .copied()
+            .collect();
+        keys.sort_by_key(|k| k.customer_id);
+        keys
+    }
+
+    /// Every customer key, sorted (shop name, customer id): for digests and what-if listings.
+    pub fn all_customers(&self) -> Vec<CustomerKey> {
+        let mut keys: Vec<CustomerKey> = self.customers.keys().copied().collect();
+        keys.sort_by(|a, b| {
+            self.shops[a.shop as usize]
+                .cmp(&self.shops[b.shop as usize])
+                .then(a.customer_id.cmp(&b.customer_id))
+        });
+        keys
+    }
+}
