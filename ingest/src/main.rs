@@ -68,11 +68,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let (bootstrap, _embedded) = match settings.kafka.brokers()? {
         Brokers::External(list) => (list, None),
         Brokers::Embedded => {
-            let topics = [
-                settings.topics.orders.as_str(),
-                settings.topics.orders_quarantine.as_str(),
-            ];
-            let broker = EmbeddedBroker::start(&topics, 6)?;
+            let broker = EmbeddedBroker::start_pipeline(&settings.topics, 6)?;
             let bootstrap = broker.bootstrap_servers();
             tracing::warn!(%bootstrap, "using the embedded in-process Kafka broker: records live in memory only and are lost when ingest stops");
             println!("embedded Kafka broker: {bootstrap}");

@@ -29,3 +29,17 @@ pub const TRACESTATE: &str = "tracestate";
 /// The HTTP request header carrying the body's signature. Checked by the ingest and never copied
 /// onto records: it proves nothing once the body has left the ingest.
 pub const SHOPIFY_HMAC_SHA256: &str = "x-shopify-hmac-sha256";
+
+/// Which service quarantined a record (`ingest` or `segmenter`).
+pub const QUARANTINED_BY: &str = "tierflow-quarantined-by";
+/// The full error message behind [`QUARANTINE_REASON`].
+pub const QUARANTINE_DETAIL: &str = "tierflow-quarantine-detail";
+/// Where a derived record (quarantine copy, segment update) came from.
+pub const SOURCE_TOPIC: &str = "tierflow-source-topic";
+pub const SOURCE_PARTITION: &str = "tierflow-source-partition";
+pub const SOURCE_OFFSET: &str = "tierflow-source-offset";
+/// On a segment update: its `event_id`, so consumers can dedup without parsing the value.
+pub const EVENT_ID: &str = "tierflow-event-id";
+/// On a `shop/redact` copy the segmenter fans out to every partition of the orders topic (a
+/// shop's customers live in all of them); its value is the partition of the original record.
+pub const FANOUT_FROM: &str = "tierflow-fanout-from";

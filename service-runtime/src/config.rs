@@ -193,6 +193,9 @@ pub struct TopicsConfig {
     pub orders_quarantine: String,
     pub segments: String,
     pub okta_dlq: String,
+    /// The segmenter's state changelog: one compacted entry per stored order version, with
+    /// as many partitions as `orders` (partition p holds the state of orders partition p).
+    pub ledger_changelog: String,
 }
 
 impl Default for TopicsConfig {
@@ -202,6 +205,7 @@ impl Default for TopicsConfig {
             orders_quarantine: "shopify.orders.quarantine".into(),
             segments: "customer.segments".into(),
             okta_dlq: "okta-writer.dlq".into(),
+            ledger_changelog: "segmenter.ledger.changelog".into(),
         }
     }
 }
@@ -213,6 +217,7 @@ impl TopicsConfig {
             ("topics.orders_quarantine", &self.orders_quarantine),
             ("topics.segments", &self.segments),
             ("topics.okta_dlq", &self.okta_dlq),
+            ("topics.ledger_changelog", &self.ledger_changelog),
         ] {
             validate_topic_name(field, name)?;
         }

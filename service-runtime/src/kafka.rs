@@ -76,6 +76,24 @@ impl EmbeddedBroker {
         Ok(EmbeddedBroker { cluster })
     }
 
+    /// One broker with every topic the pipeline uses, `partitions` each, so every service can
+    /// share it (`--brokers` with the address this one prints).
+    pub fn start_pipeline(
+        topics: &crate::config::TopicsConfig,
+        partitions: i32,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        EmbeddedBroker::start(
+            &[
+                topics.orders.as_str(),
+                topics.orders_quarantine.as_str(),
+                topics.segments.as_str(),
+                topics.ledger_changelog.as_str(),
+                topics.okta_dlq.as_str(),
+            ],
+            partitions,
+        )
+    }
+
     pub fn bootstrap_servers(&self) -> String {
         self.cluster.bootstrap_servers()
     }

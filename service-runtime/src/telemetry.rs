@@ -108,6 +108,63 @@ pub fn trace_context(span: &tracing::Span) -> (String, Option<String>) {
     }
 }
 
+/// Make `span` a child of the remote context in `traceparent`/`tracestate` (a record's
+/// headers), so a consumer's processing joins the producer's trace. A no-op without
+/// OpenTelemetry or without a valid `traceparent`.
+pub fn set_remote_parent(
+    span: &tracing::Span,
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) {
+    let Some(tp) = traceparent else { return };
+    let mut carrier = HashMap::new();
+    carrier.insert("traceparent".to_owned(), tp.to_owned());
+    if let Some(ts) = tracestate {
+        carrier.insert("tracestate".to_owned(), ts.to_owned());
+    }
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(cx);
+}
+
+/// Like [`trace_context`], but without OpenTelemetry a valid incoming `traceparent` keeps its
+/// trace id (with a new span id), so the whole pipeline shares one trace id either way.
+pub fn trace_context_after(
+    span: &tracing::Span,
+    incoming: Option<&str>,
+) -> (String, Option<String>) {
+    let cx = span.context();
+    let mut fields = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut fields);
+    if let Some(tp) = fields.remove("traceparent") {
+        return (tp, fields.remove("tracestate").filter(|s| !s.is_empty()));
+    }
+    match incoming.and_then(parse_traceparent) {
+        Some((trace_id, flags)) => {
+            let span_id: u64 = rand::rng().random_range(1..=u64::MAX);
+            (format!("00-{trace_id}-{span_id:016x}-{flags}"), None)
+        }
+        None => (fresh_traceparent(), None),
+    }
+}
+
+/// `(trace id, flags)` of a well-formed version-00 `traceparent`.
+fn parse_traceparent(tp: &str) -> Option<(&str, &str)> {
+    let mut parts = tp.split('-');
+    let (v, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    (v == "00"
+        && parts.next().is_none()
+        && hex(trace, 32)
+        && hex(span, 16)
+        && hex(flags, 2)
+        && trace != "0".repeat(32))
+    .then_some((trace, flags))
+}
+
 fn fresh_traceparent() -> String {
     let mut rng = rand::rng();
     // All-zero ids are invalid per W3C Trace Context; the odds are 2^-128, but be exact.
@@ -135,6 +192,20 @@ mod tests {
         assert!(parts[1]
             .bytes()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn without_otel_the_incoming_trace_id_is_kept() {
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (tp, _) = trace_context_after(&tracing::Span::none(), Some(incoming));
+        assert!(
+            tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{tp}"
+        );
+        assert!(tp.ends_with("-01"));
+        assert_ne!(tp, incoming, "a new span id");
+        let (tp, _) = trace_context_after(&tracing::Span::none(), Some("garbage"));
+        assert!(!tp.contains("garbage") && tp.len() == 55);
     }
 
     #[test]
