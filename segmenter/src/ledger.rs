@@ -19,7 +19,15 @@ use crate::normalize::NormalizedOrder;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Version {
     pub updated_at_us: i64,
-    pub fingerprint: u64,
+    pub fingerprint: u32,
+}
+
+impl Version {
+    /// Older than any real version.
+    const NONE: Version = Version {
+        updated_at_us: i64::MIN,
+        fingerprint: 0,
+    };
 }
 
 /// A customer: one shop (interned per ledger) and the Shopify customer id.
@@ -37,13 +45,44 @@ struct OrderEntry {
     counted: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Kept small on purpose: a million customers' states live in one hash table (about 72 bytes
+/// a slot), and each customer's orders in one exactly-sized allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct CustomerState {
     email: Option<Box<str>>,
-    currency: Option<Box<str>>,
     /// Version of the order the email and currency were taken from.
-    contact_version: Option<Version>,
-    orders: Vec<OrderEntry>,
+    contact_version: Version,
+    orders: Box<[OrderEntry]>,
+    currency: Option<Currency>,
+}
+
+impl Default for CustomerState {
+    fn default() -> Self {
+        CustomerState {
+            email: None,
+            contact_version: Version::NONE,
+            orders: Box::new([]),
+            currency: None,
+        }
+    }
+}
+
+/// An ISO 4217 code held inline; anything else Shopify might send is kept as `XXX` (ISO's
+/// "no currency") rather than costing an allocation per customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Currency([u8; 3]);
+
+impl Currency {
+    fn new(code: &str) -> Currency {
+        match code.as_bytes() {
+            [a, b, c] if code.bytes().all(|b| b.is_ascii_uppercase()) => Currency([*a, *b, *c]),
+            _ => Currency(*b"XXX"),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("ASCII by construction")
+    }
 }
 
 /// What the spend rule says about a customer right now.
@@ -84,8 +123,38 @@ impl OrderRecord {
     }
 }
 
+/// Replace the entry with the same order id, or append; true when appended. Appending
+/// reallocates the slice to its exact new size: a customer gains orders rarely, and exact
+/// sizing saves the spare capacity a `Vec` would keep for each of a million customers.
+fn upsert(orders: &mut Box<[OrderEntry]>, entry: OrderEntry) -> bool {
+    if let Some(e) = orders.iter_mut().find(|e| e.order_id == entry.order_id) {
+        *e = entry;
+        return false;
+    }
+    let mut v = std::mem::take(orders).into_vec();
+    v.reserve_exact(1);
+    v.push(entry);
+    *orders = v.into_boxed_slice();
+    true
+}
+
+impl CustomerState {
+    /// Email and currency come from the customer's newest order version.
+    fn take_contact(&mut self, version: Version, email: Option<&str>, currency: Option<&str>) {
+        if self.contact_version < version {
+            self.contact_version = version;
+            if let Some(e) = email {
+                self.email = Some(e.into());
+            }
+            if let Some(c) = currency {
+                self.currency = Some(Currency::new(c));
+            }
+        }
+    }
+}
+
 /// The content fingerprint that breaks `updated_at` ties deterministically.
-pub fn fingerprint(o: &NormalizedOrder, counted: bool) -> u64 {
+pub fn fingerprint(o: &NormalizedOrder, counted: bool) -> u32 {
     let mut h = Sha256::new();
     h.update(o.amount.normalize().to_string().as_bytes());
     h.update([u8::from(counted), u8::from(o.cancelled), u8::from(o.test)]);
@@ -95,7 +164,7 @@ pub fn fingerprint(o: &NormalizedOrder, counted: bool) -> u64 {
     h.update([0]);
     h.update(o.email.as_deref().unwrap_or("").as_bytes());
     let d = h.finalize();
-    u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+    u32::from_be_bytes(d[..4].try_into().expect("4 bytes"))
 }
 
 /// All customers of the partitions one segmenter instance owns.
@@ -154,36 +223,21 @@ impl Ledger {
             fingerprint: fingerprint(order, counted),
         };
         let state = self.customers.entry(key).or_default();
-        match state
-            .orders
-            .iter_mut()
-            .find(|e| e.order_id == order.order_id)
-        {
-            Some(existing) if existing.version >= version => return None,
-            Some(existing) => {
-                existing.version = version;
-                existing.amount = order.amount;
-                existing.counted = counted;
-            }
-            None => {
-                state.orders.push(OrderEntry {
-                    order_id: order.order_id,
-                    version,
-                    amount: order.amount,
-                    counted,
-                });
-                self.orders += 1;
+        if let Some(existing) = state.orders.iter().find(|e| e.order_id == order.order_id) {
+            if existing.version >= version {
+                return None;
             }
         }
-        if state.contact_version.is_none_or(|v| v < version) {
-            state.contact_version = Some(version);
-            if order.email.is_some() {
-                state.email = order.email.as_deref().map(Into::into);
-            }
-            if order.currency.is_some() {
-                state.currency = order.currency.as_deref().map(Into::into);
-            }
+        let entry = OrderEntry {
+            order_id: order.order_id,
+            version,
+            amount: order.amount,
+            counted,
+        };
+        if upsert(&mut state.orders, entry) {
+            self.orders += 1;
         }
+        state.take_contact(version, order.email.as_deref(), order.currency.as_deref());
         Some(OrderRecord {
             shop: self.shops[key.shop as usize].to_string(),
             customer_id: key.customer_id,
@@ -201,31 +255,16 @@ impl Ledger {
     pub fn restore(&mut self, r: &OrderRecord) {
         let key = self.key(&r.shop, r.customer_id);
         let state = self.customers.entry(key).or_default();
-        match state.orders.iter_mut().find(|e| e.order_id == r.order_id) {
-            Some(e) => {
-                e.version = r.version;
-                e.amount = r.amount;
-                e.counted = r.counted;
-            }
-            None => {
-                state.orders.push(OrderEntry {
-                    order_id: r.order_id,
-                    version: r.version,
-                    amount: r.amount,
-                    counted: r.counted,
-                });
-                self.orders += 1;
-            }
+        let entry = OrderEntry {
+            order_id: r.order_id,
+            version: r.version,
+            amount: r.amount,
+            counted: r.counted,
+        };
+        if upsert(&mut state.orders, entry) {
+            self.orders += 1;
         }
-        if state.contact_version.is_none_or(|v| v < r.version) {
-            state.contact_version = Some(r.version);
-            if r.email.is_some() {
-                state.email = r.email.as_deref().map(Into::into);
-            }
-            if r.currency.is_some() {
-                state.currency = r.currency.as_deref().map(Into::into);
-            }
-        }
+        state.take_contact(r.version, r.email.as_deref(), r.currency.as_deref());
     }
 
     /// Apply a changelog tombstone for one order.
@@ -233,7 +272,12 @@ impl Ledger {
         let key = self.key(shop, customer_id);
         if let Some(state) = self.customers.get_mut(&key) {
             let before = state.orders.len();
-            state.orders.retain(|e| e.order_id != order_id);
+            state.orders = state
+                .orders
+                .iter()
+                .filter(|e| e.order_id != order_id)
+                .cloned()
+                .collect();
             self.orders -= before - state.orders.len();
             if state.orders.is_empty() {
                 self.customers.remove(&key);
@@ -252,7 +296,7 @@ impl Ledger {
             total_spent,
             orders_count,
             email: state.email.as_deref().map(str::to_owned),
-            currency: state.currency.as_deref().map(str::to_owned),
+            currency: state.currency.map(|c| c.as_str().to_owned()),
         })
     }
 
@@ -261,7 +305,7 @@ impl Ledger {
         match self.customers.remove(&key) {
             Some(state) => {
                 self.orders -= state.orders.len();
-                state.orders.into_iter().map(|e| e.order_id).collect()
+                state.orders.iter().map(|e| e.order_id).collect()
             }
             None => Vec::new(),
         }

@@ -34,7 +34,9 @@ fn decisions(updates: &[schemas::SegmentUpdate]) -> BTreeMap<u64, Vec<String>> {
     let mut out: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for u in updates {
         if seen.insert(u.event_id.clone()) {
-            out.entry(u.customer_id).or_default().push(u.event_id.clone());
+            out.entry(u.customer_id)
+                .or_default()
+                .push(u.event_id.clone());
         }
     }
     out
@@ -71,19 +73,21 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing() {
     }
     let mut last = spawn(&bootstrap);
     let crash_updates = wait_for_state(&bootstrap, &want, Duration::from_secs(120)).await;
-    let _ = Command::new("kill").args(["-TERM", &last.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &last.id().to_string()])
+        .status();
     let status = last.wait().unwrap();
     assert!(status.success(), "graceful stop after SIGTERM: {status}");
 
     assert_eq!(kills, chunks.len());
     let (clean_d, crash_d) = (decisions(&clean_updates), decisions(&crash_updates));
-    assert_eq!(
-        crash_d.len(),
-        clean_d.len(),
-        "same customers decided"
-    );
+    assert_eq!(crash_d.len(), clean_d.len(), "same customers decided");
     for (customer, ids) in &clean_d {
-        assert_eq!(crash_d.get(customer), Some(ids), "customer {customer}: different decisions after crashes");
+        assert_eq!(
+            crash_d.get(customer),
+            Some(ids),
+            "customer {customer}: different decisions after crashes"
+        );
     }
     eprintln!(
         "{} updates uninterrupted, {} with {kills} kills ({} exact redeliveries)",
