@@ -107,6 +107,45 @@ fn memory(customers: u64, per_customer: u64) {
     std::hint::black_box(&ledger);
 }
 
+/// Decode and apply changelog records as a restore does (the Kafka fetch is measured apart).
+fn restore(customers: u64, per_customer: u64) {
+    use segmenter::ledger::{OrderRecord, Version};
+    let mut encoded: Vec<Vec<u8>> = Vec::with_capacity((customers * per_customer) as usize);
+    let mut order_id = 820_982_911_946_154_508u64;
+    for c in 0..customers {
+        let customer_id = 115_310_627_314_723_954 + c;
+        for i in 0..per_customer {
+            order_id += 1;
+            let r = OrderRecord {
+                shop: "bench.myshopify.com".into(),
+                customer_id,
+                order_id,
+                version: Version { updated_at_us: 1_795_000_000_000_000 + i as i64, fingerprint: 7 },
+                amount: Decimal::new(4550, 2),
+                counted: true,
+                email: Some(format!("customer-{customer_id}@example.com")),
+                currency: Some("USD".into()),
+            };
+            encoded.push(serde_json::to_vec(&r).expect("serialises"));
+        }
+    }
+    let bytes: usize = encoded.iter().map(Vec::len).sum();
+    let started = Instant::now();
+    let mut ledger = Ledger::new();
+    for e in &encoded {
+        ledger.restore(&serde_json::from_slice::<OrderRecord>(e).expect("decodes"));
+    }
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "restore: {} changelog records ({:.0} B mean) -> {} customers in {took:.2}s: {:.0} records/s, {:.2}s per million customers (decode + apply, one thread)",
+        encoded.len(),
+        bytes as f64 / encoded.len() as f64,
+        ledger.customers(),
+        encoded.len() as f64 / took,
+        took / (customers as f64 / 1e6)
+    );
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
@@ -119,8 +158,13 @@ fn main() {
             let per = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
             memory(customers, per);
         }
+        Some("restore") => {
+            let customers = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+            let per = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+            restore(customers, per);
+        }
         _ => {
-            eprintln!("usage: bench_ledger throughput | memory [CUSTOMERS] [ORDERS_PER_CUSTOMER]");
+            eprintln!("usage: bench_ledger throughput | memory [CUSTOMERS] [ORDERS] | restore [CUSTOMERS] [ORDERS]");
             std::process::exit(2);
         }
     }
