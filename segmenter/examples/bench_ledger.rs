@@ -120,7 +120,10 @@ fn restore(customers: u64, per_customer: u64) {
                 shop: "bench.myshopify.com".into(),
                 customer_id,
                 order_id,
-                version: Version { updated_at_us: 1_795_000_000_000_000 + i as i64, fingerprint: 7 },
+                version: Version {
+                    updated_at_us: 1_795_000_000_000_000 + i as i64,
+                    fingerprint: 7,
+                },
                 amount: Decimal::new(4550, 2),
                 counted: true,
                 email: Some(format!("customer-{customer_id}@example.com")),
@@ -159,7 +162,10 @@ fn main() {
             memory(customers, per);
         }
         Some("restore") => {
-            let customers = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+            let customers = args
+                .next()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(1_000_000);
             let per = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
             restore(customers, per);
         }

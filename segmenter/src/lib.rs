@@ -12,6 +12,7 @@ pub mod normalize;
 pub mod rules;
 pub mod service;
 pub mod tiers;
+pub mod whatif;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -24,6 +24,22 @@ struct Cli {
     /// Validate the config and exit (0 if valid, 2 if not).
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Replay the orders topic under another tier table, emit nothing, and print how many
+    /// customers would move from each tier to each other tier.
+    Whatif {
+        /// A TOML file with `[[tiers]]` rows (and optionally `[spend]`).
+        #[arg(long)]
+        tiers: PathBuf,
+        /// Also write the customers who would move, as CSV (`*.csv`) or JSON.
+        #[arg(long, value_name = "PATH")]
+        movers: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +64,15 @@ fn main() -> ExitCode {
                 .unwrap_or_default()
         );
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Whatif { tiers, movers }) = &cli.command {
+        return match whatif(&settings, tiers, movers.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("segmenter whatif: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -83,4 +108,47 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         None,
     )
     .await
+}
+
+fn whatif(
+    settings: &Settings,
+    tiers: &std::path::Path,
+    movers: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let current = settings.rules()?;
+    let other = segmenter::whatif::load_other(tiers, &current)?;
+    let Brokers::External(bootstrap) = settings.kafka.brokers()? else {
+        anyhow::bail!(
+            "whatif reads an existing orders topic: point --brokers at the broker that holds it"
+        );
+    };
+    let client = service_runtime::kafka::client_config(
+        &settings.kafka,
+        &bootstrap,
+        &[("client.id", "tierflow-segmenter-whatif")],
+        &[
+            ("group.id", "tierflow-segmenter-whatif"),
+            ("enable.auto.commit", "false"),
+        ],
+    )?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec} eta {eta}")
+            .expect("static template"),
+    );
+    let report = segmenter::whatif::run(&client, &settings.topics.orders, &current, &other, &bar)?;
+    println!(
+        "{} records, {} customers; rule {} (current) vs {} ({}):\n",
+        report.records,
+        report.customers,
+        current.version(),
+        other.version(),
+        tiers.display()
+    );
+    print!("{}", report.matrix_table(&current, &other));
+    println!("\n{} customers would change tier", report.movers.len());
+    if let Some(path) = movers {
+        report.write_movers(path)?;
+        println!("movers written to {}", path.display());
+    }
+    Ok(())
 }

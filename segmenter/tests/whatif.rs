@@ -1,0 +1,114 @@
+//! `segmenter whatif` over a real topic: the from→to matrix matches an independent
+//! computation, and the binary prints it and writes the movers.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use common::*;
+use rust_decimal::Decimal;
+use segmenter::tiers::TierTable;
+
+const OTHER: &str = r#"
+[[tiers]]
+name = "Bronze"
+min = "0"
+max = "50"
+okta_group = "Shopify Bronze"
+
+[[tiers]]
+name = "Gold"
+min = "50"
+okta_group = "Shopify Gold"
+"#;
+
+fn tier_of(table: &TierTable, total: Decimal) -> String {
+    // Independent of TierTable::tier_for: a linear scan over the half-open rows.
+    table
+        .rows()
+        .iter()
+        .find(|r| r.min <= total && r.max.is_none_or(|m| total < m))
+        .map(|r| r.name.clone())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn whatif_matrix_matches_an_independent_computation() {
+    let broker = broker();
+    let bootstrap = broker.bootstrap_servers();
+    let (versions, inputs) = history(120, 21);
+    produce(&bootstrap, &inputs).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let other_path = dir.path().join("other.toml");
+    std::fs::write(&other_path, OTHER).unwrap();
+    let s = settings(&bootstrap, "unused");
+    let current = s.rules().unwrap();
+    let other = segmenter::whatif::load_other(&other_path, &current).unwrap();
+    let client = {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &bootstrap)
+            .set("group.id", "whatif-test");
+        c
+    };
+    let bar = indicatif::ProgressBar::hidden();
+    let (report, other) = tokio::task::spawn_blocking(move || {
+        (
+            segmenter::whatif::run(&client, "shopify.orders", &current, &other, &bar).unwrap(),
+            other,
+        )
+    })
+    .await
+    .unwrap();
+
+    let mut want: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (_, (total, _)) in reference(&versions) {
+        let from = tier_of(&TierTable::template(), total);
+        let to = tier_of(&other.tiers, total);
+        *want.entry((from, to)).or_default() += 1;
+    }
+    assert_eq!(report.matrix, want);
+    assert_eq!(report.customers, 120);
+    assert_eq!(report.records, inputs.len() as u64);
+    let moving: u64 = want
+        .iter()
+        .filter(|((f, t), _)| f != t)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(report.movers.len() as u64, moving);
+
+    // The binary: matrix on stdout, movers in a CSV.
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev.toml");
+    let csv = dir.path().join("movers.csv");
+    let out = Command::new(env!("CARGO_BIN_EXE_segmenter"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--brokers", &bootstrap, "whatif", "--tiers"])
+        .arg(&other_path)
+        .arg("--movers")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("from \\ to") && stdout.contains("Bronze") && stdout.contains("VIP"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{moving} customers would change tier")),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(
+        text.lines().count() as u64,
+        moving + 1,
+        "header + one row per mover"
+    );
+    assert!(text.starts_with("shop,customer_id,email,total_spent,other_total_spent,from,to\n"));
+}
