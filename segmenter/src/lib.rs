@@ -9,6 +9,7 @@ pub mod config;
 pub mod ledger;
 pub mod metrics;
 pub mod normalize;
+pub mod replay;
 pub mod rules;
 pub mod service;
 pub mod tiers;

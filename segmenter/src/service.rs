@@ -648,6 +648,15 @@ pub fn restore_partition(
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
             .unwrap_or_default();
+        if key == crate::replay::RESET_MARKER_KEY {
+            // `segmenter replay --rebuild-state`: everything before this is forgotten.
+            ledger = Ledger::new();
+            records += 1;
+            if m.offset() >= high - 1 {
+                break;
+            }
+            continue;
+        }
         match m.payload() {
             Some(v) => match serde_json::from_slice::<OrderRecord>(v) {
                 Ok(r) => ledger.restore(&r),
