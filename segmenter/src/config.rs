@@ -52,7 +52,7 @@ impl Default for SegmenterConfig {
         SegmenterConfig {
             admin_listen: ([127, 0, 0, 1], 9091).into(),
             group_id: "tierflow-segmenter".into(),
-            batch_size: 1000,
+            batch_size: 5000,
             batch_wait: Duration::from_millis(5),
             produce_timeout: Duration::from_secs(30),
         }

@@ -30,6 +30,7 @@ use anyhow::Context as _;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList};
@@ -308,6 +309,24 @@ impl Segmenter {
         let mut last_offsets: BTreeMap<i32, i64> = BTreeMap::new();
         let mut outs: Vec<Out> = Vec::new();
         let mut changelog: Vec<Out> = Vec::new();
+        // Partitions this batch needs and this instance has no current state for (newly
+        // assigned, or dropped after a failed batch): restore them together, one read.
+        let mut needed: BTreeMap<i32, u64> = BTreeMap::new();
+        for (m, epoch) in &batch {
+            let p = m.partition();
+            if self.consumer.context().epoch(p) == Some(*epoch)
+                && self.state.get(&p).is_none_or(|s| s.epoch != *epoch)
+            {
+                needed.insert(p, *epoch);
+            }
+        }
+        if !needed.is_empty() {
+            let mut ledgers = self.restore(needed.keys().copied().collect()).await?;
+            for (p, epoch) in needed {
+                let ledger = ledgers.remove(&p).unwrap_or_default();
+                self.state.insert(p, PartitionState { epoch, ledger });
+            }
+        }
         for (m, epoch) in &batch {
             let p = m.partition();
             if self.consumer.context().epoch(p) != Some(*epoch) {
@@ -318,16 +337,6 @@ impl Segmenter {
                     .with_label_values(&["stale_assignment"])
                     .inc();
                 continue;
-            }
-            if self.state.get(&p).is_none_or(|s| s.epoch != *epoch) {
-                let ledger = self.restore(p).await?;
-                self.state.insert(
-                    p,
-                    PartitionState {
-                        epoch: *epoch,
-                        ledger,
-                    },
-                );
             }
             first_offsets.entry(p).or_insert(m.offset());
             last_offsets.insert(p, m.offset());
@@ -576,6 +585,9 @@ impl Segmenter {
 
     /// Produce `outs` and wait for every acknowledgement.
     async fn send_all(&self, outs: Vec<Out>) -> anyhow::Result<()> {
+        // Every record is queued before any acknowledgement is awaited, so a batch costs one
+        // round of linger + round trip, not one per record. (`FutureProducer::send` would only
+        // queue a record when its future is first polled.)
         let mut pending = Vec::with_capacity(outs.len());
         for o in &outs {
             let mut record = FutureRecord::<str, [u8]>::to(&o.topic)
@@ -587,99 +599,121 @@ impl Segmenter {
             if let Some(p) = o.partition {
                 record = record.partition(p);
             }
-            // Waits for queue space instead of failing when librdkafka's queue is full.
-            pending.push(
-                self.producer
-                    .send(record, self.settings.segmenter.produce_timeout),
-            );
+            let queued_by = Instant::now() + self.settings.segmenter.produce_timeout;
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                        if Instant::now() < queued_by =>
+                    {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => return Err(anyhow::Error::new(e).context("queueing a record")),
+                }
+            }
         }
-        for f in pending {
-            f.await.map_err(|(e, _)| anyhow::anyhow!(e))?;
+        for delivery in pending {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(anyhow::Error::new(e).context("delivery failed")),
+                Err(_canceled) => anyhow::bail!("the producer shut down before delivery"),
+            }
         }
         Ok(())
     }
 
-    /// Rebuild partition `p`'s ledger from its changelog partition.
-    async fn restore(&self, p: i32) -> anyhow::Result<Ledger> {
+    /// Rebuild the ledgers of `partitions` from their changelog partitions.
+    async fn restore(&self, partitions: Vec<i32>) -> anyhow::Result<HashMap<i32, Ledger>> {
         let started = Instant::now();
         let config = self.restore_config.clone();
         let topic = self.settings.topics.ledger_changelog.clone();
-        let (ledger, records) =
-            tokio::task::spawn_blocking(move || restore_partition(&config, &topic, p))
+        let (ledgers, records) =
+            tokio::task::spawn_blocking(move || restore_partitions(&config, &topic, &partitions))
                 .await
                 .context("restore task")??;
         let took = started.elapsed();
         self.metrics.restore_seconds.observe(took.as_secs_f64());
         self.metrics.restored_records.inc_by(records);
-        tracing::info!(partition = p, records, customers = ledger.customers(), orders = ledger.orders(), took = ?took, "partition state restored");
-        Ok(ledger)
+        let customers: usize = ledgers.values().map(Ledger::customers).sum();
+        tracing::info!(partitions = ledgers.len(), records, customers, took = ?took, "partition state restored");
+        Ok(ledgers)
     }
 }
 
-/// Read changelog partition `p` from its start to its current end into a fresh ledger.
-pub fn restore_partition(
+/// Read changelog `partitions` from their starts to their current ends into fresh ledgers,
+/// with one consumer. A state reset marker (`segmenter replay --rebuild-state`) empties the
+/// partition's ledger: what came before it is forgotten.
+pub fn restore_partitions(
     config: &ClientConfig,
     topic: &str,
-    p: i32,
-) -> anyhow::Result<(Ledger, u64)> {
+    partitions: &[i32],
+) -> anyhow::Result<(HashMap<i32, Ledger>, u64)> {
     let consumer: BaseConsumer = config.create().context("creating the restore consumer")?;
-    let (low, high) = consumer
-        .fetch_watermarks(topic, p, Duration::from_secs(10))
-        .with_context(|| format!("reading the end of {topic}/{p}"))?;
-    let mut ledger = Ledger::new();
-    if high <= low {
-        return Ok((ledger, 0));
-    }
+    let mut ledgers: HashMap<i32, Ledger> = HashMap::new();
+    let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    for &p in partitions {
+        ledgers.insert(p, Ledger::new());
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .with_context(|| format!("reading the end of {topic}/{p}"))?;
+        if high > low {
+            ends.insert(p, high);
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+    }
+    if ends.is_empty() {
+        return Ok((ledgers, 0));
+    }
     consumer.assign(&tpl)?;
     let mut records = 0u64;
     let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
+    while !ends.is_empty() {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "restoring {topic}/{p} took over 10 minutes"
+            "restoring {topic} partitions {partitions:?} took over 10 minutes"
         );
         let Some(m) = consumer.poll(Duration::from_secs(1)) else {
             continue;
         };
-        let m = m.with_context(|| format!("reading {topic}/{p}"))?;
+        let m = m.with_context(|| format!("reading {topic}"))?;
+        let p = m.partition();
+        let ledger = ledgers.get_mut(&p).expect("assigned partitions only");
         let key = m
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
             .unwrap_or_default();
         if key == crate::replay::RESET_MARKER_KEY {
-            // `segmenter replay --rebuild-state`: everything before this is forgotten.
-            ledger = Ledger::new();
-            records += 1;
-            if m.offset() >= high - 1 {
-                break;
+            *ledger = Ledger::new();
+        } else {
+            match m.payload() {
+                Some(v) => match serde_json::from_slice::<OrderRecord>(v) {
+                    Ok(r) => ledger.restore(&r),
+                    Err(e) => {
+                        tracing::error!(partition = p, offset = m.offset(), error = %e, "unreadable changelog record skipped")
+                    }
+                },
+                None => match OrderRecord::parse_key(key) {
+                    Some((shop, customer, order)) => ledger.restore_delete(shop, customer, order),
+                    None => tracing::error!(
+                        partition = p,
+                        offset = m.offset(),
+                        key,
+                        "unreadable changelog tombstone skipped"
+                    ),
+                },
             }
-            continue;
-        }
-        match m.payload() {
-            Some(v) => match serde_json::from_slice::<OrderRecord>(v) {
-                Ok(r) => ledger.restore(&r),
-                Err(e) => {
-                    tracing::error!(partition = p, offset = m.offset(), error = %e, "unreadable changelog record skipped")
-                }
-            },
-            None => match OrderRecord::parse_key(key) {
-                Some((shop, customer, order)) => ledger.restore_delete(shop, customer, order),
-                None => tracing::error!(
-                    partition = p,
-                    offset = m.offset(),
-                    key,
-                    "unreadable changelog tombstone skipped"
-                ),
-            },
         }
         records += 1;
-        if m.offset() >= high - 1 {
-            break;
+        if ends.get(&p).is_some_and(|end| m.offset() >= end - 1) {
+            ends.remove(&p);
         }
     }
-    Ok((ledger, records))
+    Ok((ledgers, records))
 }
 
 fn header_map(m: &OwnedMessage) -> HashMap<String, String> {
