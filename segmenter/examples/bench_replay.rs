@@ -5,7 +5,10 @@
 //! `cargo run --release -p segmenter --example bench_replay [-- RECORDS]`
 //!
 //! The mock broker keeps only ~5 MiB per partition, so the topics get 96 partitions to hold
-//! the backlog.
+//! the backlog. `BENCH_BROKERS=host:port` runs against a standalone broker instead (e.g.
+//! Tansu); its topics `shopify.orders`, `shopify.orders.quarantine`, `customer.segments` and
+//! `segmenter.ledger.changelog` must exist with `BENCH_PARTITIONS` partitions (default 96) and
+//! be empty.
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +23,12 @@ use service_runtime::kafka::EmbeddedBroker;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const PARTITIONS: i32 = 96;
+fn partitions() -> i32 {
+    std::env::var("BENCH_PARTITIONS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(96)
+}
 const SHOP: &str = "bench.myshopify.com";
 
 async fn produce(bootstrap: &str, records: usize) -> f64 {
@@ -85,7 +93,7 @@ fn plain_consume(bootstrap: &str, records: usize) -> f64 {
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    for p in 0..partitions() {
         tpl.add_partition_offset("shopify.orders", p, Offset::Beginning)
             .expect("tpl");
     }
@@ -123,8 +131,17 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|a| a.parse().ok())
         .unwrap_or(50_000);
     let topics = TopicsConfig::default();
-    let broker = EmbeddedBroker::start_pipeline(&topics, PARTITIONS)?;
-    let bootstrap = broker.bootstrap_servers();
+    let (bootstrap, _broker, kind) = match std::env::var("BENCH_BROKERS") {
+        Ok(b) => (b, None, "standalone broker"),
+        Err(_) => {
+            let broker = EmbeddedBroker::start_pipeline(&topics, partitions())?;
+            (
+                broker.bootstrap_servers(),
+                Some(broker),
+                "embedded mock broker",
+            )
+        }
+    };
     let produced = produce(&bootstrap, records).await;
     let b = bootstrap.clone();
     let plain = tokio::task::spawn_blocking(move || plain_consume(&b, records)).await?;
@@ -188,7 +205,10 @@ async fn main() -> anyhow::Result<()> {
     let replay = (done - n0) / done_at.duration_since(t0).as_secs_f64();
     let _ = stop_tx.send(());
     task.await??;
-    println!("backlog: {records} orders/* records, ~7 KB each, {PARTITIONS} partitions, embedded mock broker, one process");
+    println!(
+        "backlog: {records} orders/* records, ~7 KB each, {} partitions, {kind} ({bootstrap})",
+        partitions()
+    );
     println!("produce (idempotent, linger 5 ms):   {produced:>9.0} records/s");
     println!(
         "plain consumer, no processing:       {plain:>9.0} records/s  (the broker/fetch ceiling)"
