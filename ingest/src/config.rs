@@ -9,7 +9,9 @@ use std::time::Duration;
 use schemas::ShopifyTopic;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use service_runtime::config::{de, ConfigError, KafkaConfig, TelemetryConfig, TopicsConfig};
+use service_runtime::config::{
+    de, ConfigError, KafkaConfig, ServiceSettings, TelemetryConfig, TopicsConfig,
+};
 
 /// Shopify's whole-request deadline; the produce timeout must leave room inside it.
 const SHOPIFY_DEADLINE: Duration = Duration::from_secs(5);
@@ -106,6 +108,16 @@ impl Default for IngestConfig {
     }
 }
 
+impl ServiceSettings for Settings {
+    fn kafka_mut(&mut self) -> &mut KafkaConfig {
+        &mut self.kafka
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        Settings::validate(self)
+    }
+}
+
 impl Settings {
     /// Load from the file and `env`, then validate. `brokers` (from `--brokers`) wins over both.
     pub fn load(
@@ -113,12 +125,7 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
         brokers: Option<String>,
     ) -> Result<Settings, ConfigError> {
-        let mut settings: Settings = service_runtime::config::load(path, env)?;
-        if brokers.is_some() {
-            settings.kafka.brokers = brokers;
-        }
-        settings.validate()?;
-        Ok(settings)
+        service_runtime::config::load_service(path, env, brokers)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use service_runtime::config::{de, ConfigError, KafkaConfig, TelemetryConfig, TopicsConfig};
+use service_runtime::config::{
+    de, ConfigError, KafkaConfig, ServiceSettings, TelemetryConfig, TopicsConfig,
+};
 
 use crate::rules::{Rules, SpendConfig};
 use crate::tiers::{TierRow, TierTable};
@@ -59,18 +61,24 @@ impl Default for SegmenterConfig {
     }
 }
 
+impl ServiceSettings for Settings {
+    fn kafka_mut(&mut self) -> &mut KafkaConfig {
+        &mut self.kafka
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        Settings::validate(self)
+    }
+}
+
 impl Settings {
+    /// Load from the file and `env`, then validate. `brokers` (from `--brokers`) wins over both.
     pub fn load(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
         brokers: Option<String>,
     ) -> Result<Settings, ConfigError> {
-        let mut s: Settings = service_runtime::config::load(path, env)?;
-        if brokers.is_some() {
-            s.kafka.brokers = brokers;
-        }
-        s.validate()?;
-        Ok(s)
+        service_runtime::config::load_service(path, env, brokers)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use segmenter::config::Settings;
 use service_runtime::config::Brokers;
-use service_runtime::kafka::EmbeddedBroker;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -15,15 +14,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
-    /// The pipeline's TOML config file.
-    #[arg(long, env = "TIERFLOW_CONFIG")]
-    config: Option<PathBuf>,
-    /// Kafka bootstrap servers, or `embedded`; overrides [kafka] brokers.
-    #[arg(long)]
-    brokers: Option<String>,
-    /// Validate the config and exit (0 if valid, 2 if not).
-    #[arg(long)]
-    check_config: bool,
+    #[command(flatten)]
+    service: service_runtime::ServiceArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -87,18 +79,11 @@ struct ReplayArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(
-        cli.config.as_deref(),
-        service_runtime::config::process_env(),
-        cli.brokers,
-    ) {
+    let settings: Settings = match cli.service.load("segmenter") {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("segmenter: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if cli.check_config {
+    if cli.service.check_config {
         println!(
             "segmenter: config is valid (rule version {})",
             settings
@@ -127,33 +112,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("segmenter: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(settings)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("segmenter: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    service_runtime::run_service("segmenter", run(settings))
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let _telemetry = service_runtime::telemetry::init("segmenter", settings.telemetry.log_format)?;
-    let (bootstrap, _embedded) = match settings.kafka.brokers()? {
-        Brokers::External(list) => (list, None),
-        Brokers::Embedded => {
-            let broker = EmbeddedBroker::start_pipeline(&settings.topics, 6)?;
-            let bootstrap = broker.bootstrap_servers();
-            tracing::warn!(%bootstrap, "using an embedded in-process Kafka broker of its own: to share the ingest's, pass --brokers with the address the ingest printed");
-            (bootstrap, Some(broker))
-        }
-    };
+    let (bootstrap, _embedded) =
+        service_runtime::kafka::resolve_brokers(&settings.kafka, &settings.topics, "segmenter")?;
     segmenter::run(
         &settings,
         &bootstrap,

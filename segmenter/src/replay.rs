@@ -49,16 +49,9 @@ pub fn plan(
     target: &Target,
 ) -> anyhow::Result<Vec<Move>> {
     let consumer: BaseConsumer = group_consumer(client, group)?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().len())
-        .filter(|n| *n > 0)
-        .ok_or_else(|| anyhow::anyhow!("topic `{topic}` does not exist"))?;
+    let partitions = service_runtime::kafka::partition_count(&consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..i32::try_from(partitions)? {
+    for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
     let committed = consumer
@@ -67,7 +60,7 @@ pub fn plan(
     let by_time = match target {
         Target::Datetime(ms) => {
             let mut q = TopicPartitionList::new();
-            for p in 0..i32::try_from(partitions)? {
+            for p in 0..partitions {
                 q.add_partition_offset(topic, p, Offset::Offset(*ms))?;
             }
             Some(
@@ -81,7 +74,7 @@ pub fn plan(
         _ => None,
     };
     let mut moves = Vec::new();
-    for p in 0..i32::try_from(partitions)? {
+    for p in 0..partitions {
         let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
         let current = committed
             .find_partition(topic, p)
@@ -261,20 +254,14 @@ pub fn digest(
     to: Option<&BTreeMap<i32, i64>>,
 ) -> anyhow::Result<DecisionDigest> {
     let consumer: BaseConsumer = group_consumer(client, "tierflow-digest")?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().len())
-        .ok_or_else(|| anyhow::anyhow!("topic `{topic}` does not exist"))?;
+    let partitions = service_runtime::kafka::partition_count(&consumer, topic)?;
     let mut out = DecisionDigest {
         partitions: BTreeMap::new(),
         combined: String::new(),
         ends: BTreeMap::new(),
     };
     let mut combined = Sha256::new();
-    for p in 0..i32::try_from(partitions)? {
+    for p in 0..partitions {
         let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
         let start = from.get(&p).copied().unwrap_or(low).max(low);
         let end = to

@@ -200,17 +200,7 @@ impl Segmenter {
             ],
         )?;
         let topics = &settings.topics;
-        let md = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .context("fetching broker metadata")?;
-        let partitions = |name: &str| -> anyhow::Result<i32> {
-            let t = md
-                .topics()
-                .iter()
-                .find(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
-                .ok_or_else(|| anyhow::anyhow!("topic `{name}` does not exist; create it first"))?;
-            Ok(i32::try_from(t.partitions().len()).expect("partition counts fit i32"))
-        };
+        let partitions = |name: &str| service_runtime::kafka::partition_count(&consumer, name);
         let orders_partitions = partitions(&topics.orders)?;
         let changelog_partitions = partitions(&topics.ledger_changelog)?;
         anyhow::ensure!(

@@ -73,20 +73,11 @@ pub fn run(
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Report> {
     let consumer: BaseConsumer = client.create().context("creating the what-if consumer")?;
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .context("fetching metadata")?;
-    let partitions = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().len())
-        .filter(|n| *n > 0)
-        .ok_or_else(|| anyhow::anyhow!("topic `{topic}` does not exist"))?;
+    let partitions = service_runtime::kafka::partition_count(&consumer, topic)?;
     let mut ends = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     let mut total = 0u64;
-    for p in 0..i32::try_from(partitions)? {
+    for p in 0..partitions {
         let (lo, hi) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
         if hi > lo {
             ends.insert(p, hi);

@@ -105,6 +105,26 @@ pub fn load<T: DeserializeOwned>(
     })
 }
 
+/// A service's settings: the shared `[kafka]` section plus its own validation.
+pub trait ServiceSettings: DeserializeOwned {
+    fn kafka_mut(&mut self) -> &mut KafkaConfig;
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+/// [`load`], then `--brokers` (which wins over file and env), then the service's validation.
+pub fn load_service<T: ServiceSettings>(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    brokers: Option<String>,
+) -> Result<T, ConfigError> {
+    let mut settings: T = load(path, env)?;
+    if brokers.is_some() {
+        settings.kafka_mut().brokers = brokers;
+    }
+    settings.validate()?;
+    Ok(settings)
+}
+
 fn apply_env_override(root: &mut toml::Table, var: &str, value: String) -> Result<(), ConfigError> {
     let env_err = |message: String| ConfigError::Env {
         var: var.to_owned(),

@@ -1,5 +1,8 @@
 //! Kafka client settings every service starts from, and the embedded development broker.
 
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::ClientConfig;
@@ -47,6 +50,44 @@ pub fn client_config(
         config.set(*k, *v);
     }
     Ok(config)
+}
+
+/// How many partitions `topic` has; an error naming the topic if it does not exist.
+pub fn partition_count<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+    consumer: &C,
+    topic: &str,
+) -> anyhow::Result<i32> {
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| anyhow::anyhow!("fetching metadata for topic `{topic}`: {e}"))?;
+    let count = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| anyhow::anyhow!("topic `{topic}` does not exist; create it first"))?;
+    Ok(i32::try_from(count)?)
+}
+
+/// The bootstrap servers to use: the configured ones, or a freshly started embedded broker
+/// with every pipeline topic (which the caller must keep alive, on this thread, for as long
+/// as it runs). `service` names who started it in the warning an operator sees.
+pub fn resolve_brokers(
+    kafka: &crate::config::KafkaConfig,
+    topics: &crate::config::TopicsConfig,
+    service: &str,
+) -> anyhow::Result<(String, Option<EmbeddedBroker>)> {
+    match kafka.brokers()? {
+        crate::config::Brokers::External(list) => Ok((list, None)),
+        crate::config::Brokers::Embedded => {
+            let broker = EmbeddedBroker::start_pipeline(topics, 6)?;
+            let bootstrap = broker.bootstrap_servers();
+            tracing::warn!(%bootstrap, "{service} started an embedded in-process Kafka broker: records live in memory only and are lost when it stops; other services can use it with --brokers {bootstrap}");
+            println!("embedded Kafka broker: {bootstrap}");
+            Ok((bootstrap, Some(broker)))
+        }
+    }
 }
 
 /// librdkafka's in-process mock cluster, speaking the Kafka protocol on a loopback port.
