@@ -161,3 +161,35 @@ async fn replay_vocabulary_plans_offsets() {
         "one target only: {out}"
     );
 }
+
+#[tokio::test]
+async fn execute_is_refused_while_the_group_has_live_members() {
+    let broker = broker();
+    let bootstrap = broker.bootstrap_servers();
+    let (versions, inputs) = history(20, 55);
+    produce(&bootstrap, &inputs).await;
+    let running = start(settings(&bootstrap, "g-replay"), &bootstrap).await;
+    wait_for_state(&bootstrap, &reference(&versions), Duration::from_secs(60)).await;
+    let b = bootstrap.clone();
+    let (ok, out) =
+        tokio::task::spawn_blocking(move || cli(&b, &["replay", "--to-earliest", "--execute"]))
+            .await
+            .unwrap();
+    assert!(!ok, "{out}");
+    assert!(out.contains("live member"), "{out}");
+    // Nothing moved: the running segmenter's committed offsets are still at the end.
+    running.stop().await;
+    let b = bootstrap.clone();
+    let plan = tokio::task::spawn_blocking(move || {
+        segmenter::replay::plan(
+            &client(&b),
+            "g-replay",
+            "shopify.orders",
+            &segmenter::replay::Target::Earliest,
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(plan.iter().all(|m| m.current == Some(m.high)), "{plan:?}");
+}
