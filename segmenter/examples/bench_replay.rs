@@ -35,7 +35,10 @@ async fn produce(bootstrap: &str, records: usize) -> f64 {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
-        .set("linger.ms", std::env::var("BENCH_LINGER_MS").unwrap_or_else(|_| "5".into()))
+        .set(
+            "linger.ms",
+            std::env::var("BENCH_LINGER_MS").unwrap_or_else(|_| "5".into()),
+        )
         .create()
         .expect("producer");
     let started = Instant::now();
@@ -90,7 +93,10 @@ fn plain_consume(bootstrap: &str, records: usize) -> f64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "bench-plain")
-        .set("fetch.wait.max.ms", std::env::var("BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "500".into()))
+        .set(
+            "fetch.wait.max.ms",
+            std::env::var("BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "500".into()),
+        )
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
@@ -156,7 +162,10 @@ async fn main() -> anyhow::Result<()> {
     settings.segmenter.admin_listen = "127.0.0.1:0".parse()?;
     settings.segmenter.group_id = "bench-segmenter".into();
     if let Ok(ms) = std::env::var("BENCH_FETCH_WAIT_MS") {
-        settings.kafka.client.insert("fetch.wait.max.ms".into(), toml::Value::String(ms));
+        settings
+            .kafka
+            .client
+            .insert("fetch.wait.max.ms".into(), toml::Value::String(ms));
     }
     if let Ok(n) = std::env::var("BENCH_BATCH") {
         settings.segmenter.batch_size = n.parse()?;

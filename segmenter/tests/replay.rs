@@ -34,6 +34,22 @@ fn client(bootstrap: &str) -> rdkafka::ClientConfig {
     c
 }
 
+/// The plan for `--to-earliest` on g-replay (its `current` column is the committed offsets).
+async fn plan_earliest(bootstrap: &str) -> Vec<segmenter::replay::Move> {
+    let b = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || {
+        segmenter::replay::plan(
+            &client(&b),
+            "g-replay",
+            "shopify.orders",
+            &segmenter::replay::Target::Earliest,
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn rebuild_from_earliest_reproduces_the_same_decisions() {
     let broker = broker();
@@ -62,18 +78,7 @@ async fn rebuild_from_earliest_reproduces_the_same_decisions() {
         out.contains("dry run") && out.contains("records will be (re)processed"),
         "{out}"
     );
-    let b = bootstrap.clone();
-    let plan = tokio::task::spawn_blocking(move || {
-        segmenter::replay::plan(
-            &client(&b),
-            "g-replay",
-            "shopify.orders",
-            &segmenter::replay::Target::Earliest,
-        )
-        .unwrap()
-    })
-    .await
-    .unwrap();
+    let plan = plan_earliest(&bootstrap).await;
     assert!(
         plan.iter().all(|m| m.current == Some(m.high)),
         "dry run moved offsets: {plan:?}"
@@ -179,17 +184,6 @@ async fn execute_is_refused_while_the_group_has_live_members() {
     assert!(out.contains("live member"), "{out}");
     // Nothing moved: the running segmenter's committed offsets are still at the end.
     running.stop().await;
-    let b = bootstrap.clone();
-    let plan = tokio::task::spawn_blocking(move || {
-        segmenter::replay::plan(
-            &client(&b),
-            "g-replay",
-            "shopify.orders",
-            &segmenter::replay::Target::Earliest,
-        )
-        .unwrap()
-    })
-    .await
-    .unwrap();
+    let plan = plan_earliest(&bootstrap).await;
     assert!(plan.iter().all(|m| m.current == Some(m.high)), "{plan:?}");
 }
