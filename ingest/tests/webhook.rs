@@ -165,8 +165,14 @@ async fn refused_requests_publish_nothing() {
 #[tokio::test]
 async fn signed_but_unusable_bodies_are_quarantined_with_a_reason() {
     let mut app = spawn_app(|_| {}).await;
-    let cases: [(&str, &[u8], &str); 3] = [
+    let cases: [(&str, &[u8], &str); 4] = [
         ("orders/create", b"this is not json", "invalid_json"),
+        // Signed for another shop than the (unsigned) header claims.
+        (
+            "customers/redact",
+            br#"{"shop_domain":"someone-else.myshopify.com","customer":{"id":1}}"#,
+            "shop_mismatch",
+        ),
         (
             "orders/updated",
             br#"{"customer":{"id":1}}"#,
