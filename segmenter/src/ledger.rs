@@ -194,6 +194,15 @@ impl Ledger {
         CustomerKey { shop, customer_id }
     }
 
+    /// The key of an existing customer, without interning a new shop.
+    pub fn find(&self, shop: &str, customer_id: u64) -> Option<CustomerKey> {
+        let key = CustomerKey {
+            shop: *self.shop_ids.get(shop)?,
+            customer_id,
+        };
+        self.customers.contains_key(&key).then_some(key)
+    }
+
     pub fn shop_of(&self, key: CustomerKey) -> &str {
         &self.shops[key.shop as usize]
     }

@@ -31,6 +31,10 @@ enum Command {
         /// Also write the customers who would move, as CSV (`*.csv`) or JSON.
         #[arg(long, value_name = "PATH")]
         movers: Option<PathBuf>,
+        /// Re-tier the current state (the changelog) instead of replaying history: faster, but
+        /// only when the other file keeps the current [spend] settings.
+        #[arg(long)]
+        from_state: bool,
     },
     /// Move the group's committed offsets (like `kafka-consumer-groups --reset-offsets`);
     /// a dry run unless --execute.
@@ -95,9 +99,14 @@ fn main() -> ExitCode {
     }
     let tool = match &cli.command {
         None => None,
-        Some(Command::Whatif { tiers, movers }) => {
-            Some(("whatif", whatif(&settings, tiers, movers.as_deref())))
-        }
+        Some(Command::Whatif {
+            tiers,
+            movers,
+            from_state,
+        }) => Some((
+            "whatif",
+            whatif(&settings, tiers, movers.as_deref(), *from_state),
+        )),
         Some(Command::Replay(args)) => Some(("replay", replay(&settings, args))),
         Some(Command::Digest { from, to }) => {
             Some(("digest", digest(&settings, from, to.as_deref())))
@@ -132,6 +141,7 @@ fn whatif(
     settings: &Settings,
     tiers: &std::path::Path,
     movers: Option<&std::path::Path>,
+    from_state: bool,
 ) -> anyhow::Result<()> {
     let current = settings.rules()?;
     let other = segmenter::whatif::load_other(tiers, &current)?;
@@ -140,7 +150,16 @@ fn whatif(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec} eta {eta}")
             .expect("static template"),
     );
-    let report = segmenter::whatif::run(&client, &settings.topics.orders, &current, &other, &bar)?;
+    let report = if from_state {
+        segmenter::whatif::run_on_state(
+            &client,
+            &settings.topics.ledger_changelog,
+            &current,
+            &other,
+        )?
+    } else {
+        segmenter::whatif::run(&client, &settings.topics.orders, &current, &other, &bar)?
+    };
     println!(
         "{} records, {} customers; rule {} (current) vs {} ({}):\n",
         report.records,

@@ -111,4 +111,42 @@ async fn whatif_matrix_matches_an_independent_computation() {
         "header + one row per mover"
     );
     assert!(text.starts_with("shop,customer_id,email,total_spent,other_total_spent,from,to\n"));
+
+    // From the current state (the changelog) instead of history: the same matrix.
+    let running = start(settings(&bootstrap, "g-whatif"), &bootstrap).await;
+    wait_for_state(
+        &bootstrap,
+        &reference(&versions),
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    running.stop().await;
+    let (b, path) = (bootstrap.clone(), other_path.clone());
+    let (from_state, refused) = tokio::task::spawn_blocking(move || {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &b)
+            .set("group.id", "whatif-test");
+        let current = settings(&b, "unused").rules().unwrap();
+        let other = segmenter::whatif::load_other(&path, &current).unwrap();
+        let report =
+            segmenter::whatif::run_on_state(&c, "segmenter.ledger.changelog", &current, &other)
+                .unwrap();
+        let mut spend = current.spend.clone();
+        spend.count_test_orders = true;
+        let recounting = segmenter::rules::Rules::new(other.tiers.clone(), spend);
+        let refused = segmenter::whatif::run_on_state(
+            &c,
+            "segmenter.ledger.changelog",
+            &current,
+            &recounting,
+        )
+        .unwrap_err()
+        .to_string();
+        (report, refused)
+    })
+    .await
+    .unwrap();
+    assert_eq!(from_state.matrix, want);
+    assert_eq!(from_state.movers.len() as u64, moving);
+    assert!(refused.contains("replay history instead"), "{refused}");
 }
