@@ -52,10 +52,7 @@ async fn plan_earliest(bootstrap: &str) -> Vec<segmenter::replay::Move> {
 
 #[tokio::test]
 async fn rebuild_from_earliest_reproduces_the_same_decisions() {
-    let broker = broker();
-    let bootstrap = broker.bootstrap_servers();
-    let (versions, inputs) = history(80, 33);
-    produce(&bootstrap, &inputs).await;
+    let (_broker, bootstrap, versions, _) = seeded(80, 33).await;
     let want = reference(&versions);
     let running = start(settings(&bootstrap, "g-replay"), &bootstrap).await;
     wait_for_state(&bootstrap, &want, Duration::from_secs(60)).await;
@@ -135,10 +132,7 @@ async fn rebuild_from_earliest_reproduces_the_same_decisions() {
 
 #[tokio::test]
 async fn replay_vocabulary_plans_offsets() {
-    let broker = broker();
-    let bootstrap = broker.bootstrap_servers();
-    let (_, inputs) = history(30, 44);
-    produce(&bootstrap, &inputs).await;
+    let (_broker, bootstrap, _, _) = seeded(30, 44).await;
     let b = bootstrap.clone();
     tokio::task::spawn_blocking(move || {
         use segmenter::replay::{plan, Target};
@@ -169,10 +163,7 @@ async fn replay_vocabulary_plans_offsets() {
 
 #[tokio::test]
 async fn execute_is_refused_while_the_group_has_live_members() {
-    let broker = broker();
-    let bootstrap = broker.bootstrap_servers();
-    let (versions, inputs) = history(20, 55);
-    produce(&bootstrap, &inputs).await;
+    let (_broker, bootstrap, versions, _) = seeded(20, 55).await;
     let running = start(settings(&bootstrap, "g-replay"), &bootstrap).await;
     wait_for_state(&bootstrap, &reference(&versions), Duration::from_secs(60)).await;
     let b = bootstrap.clone();

@@ -11,10 +11,7 @@ use schemas::{headers as h, UpdateKind};
 
 #[tokio::test]
 async fn consumes_emits_and_commits_an_exact_final_state() {
-    let broker = broker();
-    let bootstrap = broker.bootstrap_servers();
-    let (versions, inputs) = history(60, 1);
-    produce(&bootstrap, &inputs).await;
+    let (_broker, bootstrap, versions, _) = seeded(60, 1).await;
     let running = start(settings(&bootstrap, "g-basic"), &bootstrap).await;
     let want = reference(&versions);
     let emitted = wait_for_state(&bootstrap, &want, Duration::from_secs(60)).await;
@@ -166,10 +163,7 @@ async fn poison_records_are_quarantined_without_blocking_the_partition() {
 
 #[tokio::test]
 async fn redactions_clear_customers_and_shops_across_partitions() {
-    let broker = broker();
-    let bootstrap = broker.bootstrap_servers();
-    let (versions, inputs) = history(20, 3);
-    produce(&bootstrap, &inputs).await;
+    let (_broker, bootstrap, versions, _) = seeded(20, 3).await;
     let running = start(settings(&bootstrap, "g-redact"), &bootstrap).await;
     wait_for_state(&bootstrap, &reference(&versions), Duration::from_secs(60)).await;
 

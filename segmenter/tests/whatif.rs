@@ -35,10 +35,7 @@ fn tier_of(table: &TierTable, total: Decimal) -> String {
 
 #[tokio::test]
 async fn whatif_matrix_matches_an_independent_computation() {
-    let broker = broker();
-    let bootstrap = broker.bootstrap_servers();
-    let (versions, inputs) = history(120, 21);
-    produce(&bootstrap, &inputs).await;
+    let (_broker, bootstrap, versions, inputs) = seeded(120, 21).await;
 
     let dir = tempfile::tempdir().unwrap();
     let other_path = dir.path().join("other.toml");

@@ -333,3 +333,16 @@ pub fn history(customers: u64, seed: u64) -> (Vec<Version>, Vec<Input>) {
     inputs.shuffle(&mut rng);
     (versions, inputs)
 }
+
+/// A fresh broker with a produced `history(customers, seed)`: (broker, bootstrap, versions,
+/// inputs). Keep the broker alive for the whole test.
+pub async fn seeded(
+    customers: u64,
+    seed: u64,
+) -> (EmbeddedBroker, String, Vec<Version>, Vec<Input>) {
+    let broker = broker();
+    let bootstrap = broker.bootstrap_servers();
+    let (versions, inputs) = history(customers, seed);
+    produce(&bootstrap, &inputs).await;
+    (broker, bootstrap, versions, inputs)
+}
