@@ -260,7 +260,7 @@ pub fn digest(
         combined: String::new(),
         ends: BTreeMap::new(),
     };
-    let mut combined = Sha256::new();
+    let mut ranges = Vec::new();
     for p in 0..partitions {
         let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
         let start = from.get(&p).copied().unwrap_or(low).max(low);
@@ -269,35 +269,47 @@ pub fn digest(
             .unwrap_or(high)
             .min(high);
         out.ends.insert(p, end);
-        let mut h = Sha256::new();
-        let mut seen = BTreeSet::new();
-        let mut count = 0u64;
         if start < end {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(topic, p, Offset::Offset(start))?;
-            consumer.assign(&tpl)?;
-            loop {
-                let Some(m) = consumer.poll(Duration::from_secs(10)) else {
-                    anyhow::bail!("partition {p}: no record for 10 s before offset {end}");
-                };
-                let m = m?;
-                let u: schemas::SegmentUpdate =
-                    serde_json::from_slice(m.payload().unwrap_or_default()).with_context(|| {
-                        format!(
-                            "partition {p} offset {} is not a segment update",
-                            m.offset()
-                        )
-                    })?;
-                if seen.insert(u.event_id.clone()) {
-                    h.update(u.event_id.as_bytes());
-                    h.update(b"\n");
-                    count += 1;
-                }
-                if m.offset() >= end - 1 {
-                    break;
-                }
-            }
+            ranges.push(service_runtime::kafka::Range {
+                partition: p,
+                start: Offset::Offset(start),
+                end,
+                len: u64::try_from(end - start)?,
+            });
         }
+    }
+    // Per partition: the event ids seen, their count and the running hash, in offset order.
+    let mut per: BTreeMap<i32, (BTreeSet<String>, u64, Sha256)> = (0..partitions)
+        .map(|p| (p, (BTreeSet::new(), 0, Sha256::new())))
+        .collect();
+    service_runtime::kafka::read_ranges(
+        &consumer,
+        topic,
+        &ranges,
+        Duration::from_secs(10),
+        None,
+        |m| {
+            let u: schemas::SegmentUpdate = serde_json::from_slice(m.payload().unwrap_or_default())
+                .with_context(|| {
+                    format!(
+                        "partition {} offset {} is not a segment update",
+                        m.partition(),
+                        m.offset()
+                    )
+                })?;
+            let (seen, count, h) = per
+                .get_mut(&m.partition())
+                .expect("assigned partitions only");
+            if seen.insert(u.event_id.clone()) {
+                h.update(u.event_id.as_bytes());
+                h.update(b"\n");
+                *count += 1;
+            }
+            Ok(())
+        },
+    )?;
+    let mut combined = Sha256::new();
+    for (p, (_, count, h)) in per {
         let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         combined.update(format!("{p}:{count}:{hex}\n").as_bytes());
         out.partitions.insert(p, (count, hex));

@@ -33,7 +33,7 @@ use rdkafka::consumer::{
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, Statistics};
 use schemas::{headers as h, RecordKey, ShopifyTopic, UpdateKind};
 
 use crate::config::Settings;
@@ -643,43 +643,28 @@ pub fn restore_partitions(
     partitions: &[i32],
 ) -> anyhow::Result<(HashMap<i32, Ledger>, u64)> {
     let consumer: BaseConsumer = config.create().context("creating the restore consumer")?;
-    let mut ledgers: HashMap<i32, Ledger> = HashMap::new();
-    let mut ends: HashMap<i32, i64> = HashMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for &p in partitions {
-        ledgers.insert(p, Ledger::new());
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .with_context(|| format!("reading the end of {topic}/{p}"))?;
-        if high > low {
-            ends.insert(p, high);
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-        }
-    }
-    if ends.is_empty() {
-        return Ok((ledgers, 0));
-    }
-    consumer.assign(&tpl)?;
-    let mut records = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while !ends.is_empty() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "restoring {topic} partitions {partitions:?} took over 10 minutes"
-        );
-        let Some(m) = consumer.poll(Duration::from_secs(1)) else {
-            continue;
-        };
-        let m = m.with_context(|| format!("reading {topic}"))?;
-        let p = m.partition();
-        let ledger = ledgers.get_mut(&p).expect("assigned partitions only");
-        let key = m
-            .key()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .unwrap_or_default();
-        if key == crate::replay::RESET_MARKER_KEY {
-            *ledger = Ledger::new();
-        } else {
+    let mut ledgers: HashMap<i32, Ledger> =
+        partitions.iter().map(|p| (*p, Ledger::new())).collect();
+    let ranges =
+        service_runtime::kafka::current_ranges(&consumer, topic, partitions.iter().copied())?;
+    let ten_minutes = Duration::from_secs(600);
+    let records = service_runtime::kafka::read_ranges(
+        &consumer,
+        topic,
+        &ranges,
+        ten_minutes,
+        Some(ten_minutes),
+        |m| {
+            let p = m.partition();
+            let ledger = ledgers.get_mut(&p).expect("assigned partitions only");
+            let key = m
+                .key()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .unwrap_or_default();
+            if key == crate::replay::RESET_MARKER_KEY {
+                *ledger = Ledger::new();
+                return Ok(());
+            }
             match m.payload() {
                 Some(v) => match serde_json::from_slice::<OrderRecord>(v) {
                     Ok(r) => ledger.restore(&r),
@@ -697,12 +682,9 @@ pub fn restore_partitions(
                     ),
                 },
             }
-        }
-        records += 1;
-        if ends.get(&p).is_some_and(|end| m.offset() >= end - 1) {
-            ends.remove(&p);
-        }
-    }
+            Ok(())
+        },
+    )?;
     Ok((ledgers, records))
 }
 

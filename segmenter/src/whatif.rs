@@ -10,9 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Headers;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
 use rust_decimal::Decimal;
 use schemas::{headers as h, ShopifyTopic};
 use serde::{Deserialize, Serialize};
@@ -74,68 +74,54 @@ pub fn run(
 ) -> anyhow::Result<Report> {
     let consumer: BaseConsumer = client.create().context("creating the what-if consumer")?;
     let partitions = service_runtime::kafka::partition_count(&consumer, topic)?;
-    let mut ends = BTreeMap::new();
-    let mut tpl = TopicPartitionList::new();
-    let mut total = 0u64;
-    for p in 0..partitions {
-        let (lo, hi) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-        if hi > lo {
-            ends.insert(p, hi);
-            total += u64::try_from(hi - lo)?;
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-        }
-    }
-    progress.set_length(total);
-    consumer.assign(&tpl)?;
+    let ranges = service_runtime::kafka::current_ranges(&consumer, topic, 0..partitions)?;
+    progress.set_length(ranges.iter().map(|r| r.len).sum());
     let (mut a, mut b) = (Ledger::new(), Ledger::new());
-    let mut report = Report::default();
-    while !ends.is_empty() {
-        let Some(m) = consumer.poll(Duration::from_secs(5)) else {
-            anyhow::bail!(
-                "no records for 5 s with {} partitions unfinished",
-                ends.len()
-            );
-        };
-        let m = m.context("reading the orders topic")?;
-        report.records += 1;
-        progress.inc(1);
-        if ends
-            .get(&m.partition())
-            .is_some_and(|end| m.offset() >= end - 1)
-        {
-            ends.remove(&m.partition());
-        }
-        let header = |name: &str| {
-            m.headers()?
-                .iter()
-                .find(|x| x.key == name)
-                .and_then(|x| std::str::from_utf8(x.value?).ok())
-        };
-        let (Some(t), Some(shop)) = (header(h::SHOPIFY_TOPIC), header(h::SHOPIFY_SHOP_DOMAIN))
-        else {
-            continue;
-        };
-        let Ok(t) = t.parse::<ShopifyTopic>() else {
-            continue;
-        };
-        // A shop/redact fans out to every partition in the live pipeline; here one copy
-        // reaches both ledgers directly, so the fan-out copies are skipped.
-        if header(h::FANOUT_FROM).is_some() {
-            continue;
-        }
-        let Ok(event) = normalize(t, m.payload().unwrap_or_default()) else {
-            continue;
-        };
-        let meta = RecordMeta {
-            shop,
-            topic: t,
-            webhook_id: header(h::SHOPIFY_WEBHOOK_ID),
-            event_time: "",
-        };
-        decide(current, &mut a, &event, &meta);
-        decide(other, &mut b, &event, &meta);
-    }
+    let records = service_runtime::kafka::read_ranges(
+        &consumer,
+        topic,
+        &ranges,
+        Duration::from_secs(5),
+        None,
+        |m| {
+            progress.inc(1);
+            let header = |name: &str| {
+                m.headers()?
+                    .iter()
+                    .find(|x| x.key == name)
+                    .and_then(|x| std::str::from_utf8(x.value?).ok())
+            };
+            let (Some(t), Some(shop)) = (header(h::SHOPIFY_TOPIC), header(h::SHOPIFY_SHOP_DOMAIN))
+            else {
+                return Ok(());
+            };
+            let Ok(t) = t.parse::<ShopifyTopic>() else {
+                return Ok(());
+            };
+            // A shop/redact fans out to every partition in the live pipeline; here one copy
+            // reaches both ledgers directly, so the fan-out copies are skipped.
+            if header(h::FANOUT_FROM).is_some() {
+                return Ok(());
+            }
+            let Ok(event) = normalize(t, m.payload().unwrap_or_default()) else {
+                return Ok(());
+            };
+            let meta = RecordMeta {
+                shop,
+                topic: t,
+                webhook_id: header(h::SHOPIFY_WEBHOOK_ID),
+                event_time: "",
+            };
+            decide(current, &mut a, &event, &meta);
+            decide(other, &mut b, &event, &meta);
+            Ok(())
+        },
+    )?;
     progress.finish_and_clear();
+    let mut report = Report {
+        records,
+        ..Report::default()
+    };
     report.add(&a, &b, current, other);
     Ok(report)
 }

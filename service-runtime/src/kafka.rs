@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::ClientConfig;
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::{ConfigError, KafkaConfig};
 
@@ -68,6 +70,93 @@ pub fn partition_count<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
         .filter(|n| *n > 0)
         .ok_or_else(|| anyhow::anyhow!("topic `{topic}` does not exist; create it first"))?;
     Ok(i32::try_from(count)?)
+}
+
+/// A stretch of one partition to read: from `start` up to `end` (exclusive).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    pub partition: i32,
+    pub start: Offset,
+    pub end: i64,
+    /// Records in the range (for progress reporting).
+    pub len: u64,
+}
+
+/// Each of `partitions` from its beginning to its end as it is now; empty ones are left out.
+pub fn current_ranges(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: impl IntoIterator<Item = i32>,
+) -> anyhow::Result<Vec<Range>> {
+    let mut ranges = Vec::new();
+    for partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .map_err(|e| anyhow::anyhow!("reading the end of {topic}/{partition}: {e}"))?;
+        if high > low {
+            ranges.push(Range {
+                partition,
+                start: Offset::Beginning,
+                end: high,
+                len: u64::try_from(high - low)?,
+            });
+        }
+    }
+    Ok(ranges)
+}
+
+/// Read `ranges` of `topic` (assigning `consumer` to them, no group involved), calling
+/// `on_record` for every record, in offset order within each partition. Fails when no record
+/// arrives for `idle`, or when the whole read takes longer than `deadline`. Returns the number
+/// of records read.
+pub fn read_ranges(
+    consumer: &BaseConsumer,
+    topic: &str,
+    ranges: &[Range],
+    idle: Duration,
+    deadline: Option<Duration>,
+    mut on_record: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let mut ends: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for r in ranges {
+        ends.insert(r.partition, r.end);
+        tpl.add_partition_offset(topic, r.partition, r.start)?;
+    }
+    if ends.is_empty() {
+        return Ok(0);
+    }
+    consumer.assign(&tpl)?;
+    let started = std::time::Instant::now();
+    let mut last = started;
+    let mut records = 0u64;
+    while !ends.is_empty() {
+        if let Some(limit) = deadline {
+            anyhow::ensure!(
+                started.elapsed() < limit,
+                "reading {topic} took over {limit:?}"
+            );
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(500).min(idle)) else {
+            anyhow::ensure!(
+                last.elapsed() < idle,
+                "no record from {topic} for {idle:?} with {} partitions unfinished",
+                ends.len()
+            );
+            continue;
+        };
+        let m = m.map_err(|e| anyhow::anyhow!("reading {topic}: {e}"))?;
+        last = std::time::Instant::now();
+        on_record(&m)?;
+        records += 1;
+        if ends
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() >= end - 1)
+        {
+            ends.remove(&m.partition());
+        }
+    }
+    Ok(records)
 }
 
 /// The bootstrap servers to use: the configured ones, or a freshly started embedded broker

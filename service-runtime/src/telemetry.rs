@@ -99,13 +99,7 @@ pub fn init(service: &'static str, format: LogFormat) -> anyhow::Result<Telemetr
 /// With OpenTelemetry on, the context of `span`; otherwise (or if `span` has no valid context) a
 /// new root trace id and span id with the sampled flag off.
 pub fn trace_context(span: &tracing::Span) -> (String, Option<String>) {
-    let cx = span.context();
-    let mut fields = HashMap::new();
-    TraceContextPropagator::new().inject_context(&cx, &mut fields);
-    match fields.remove("traceparent") {
-        Some(tp) => (tp, fields.remove("tracestate").filter(|s| !s.is_empty())),
-        None => (fresh_traceparent(), None),
-    }
+    trace_context_after(span, None)
 }
 
 /// Make `span` a child of the remote context in `traceparent`/`tracestate` (a record's
