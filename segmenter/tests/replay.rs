@@ -166,6 +166,16 @@ async fn execute_is_refused_while_the_group_has_live_members() {
     let (_broker, bootstrap, versions, _) = seeded(20, 55).await;
     let running = start(settings(&bootstrap, "g-replay"), &bootstrap).await;
     wait_for_state(&bootstrap, &reference(&versions), Duration::from_secs(60)).await;
+    // Auto-commit (every second) has the segmenter's position committed at the log end.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !plan_earliest(&bootstrap)
+        .await
+        .iter()
+        .all(|m| m.current == Some(m.high))
+    {
+        assert!(Instant::now() < deadline, "offsets never committed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let b = bootstrap.clone();
     let (ok, out) =
         tokio::task::spawn_blocking(move || cli(&b, &["replay", "--to-earliest", "--execute"]))
