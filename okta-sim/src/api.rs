@@ -110,7 +110,10 @@ impl Op {
     }
 
     fn is_membership_change(&self) -> bool {
-        matches!(self, Op::AssignUserToGroup(..) | Op::UnassignUserFromGroup(..))
+        matches!(
+            self,
+            Op::AssignUserToGroup(..) | Op::UnassignUserFromGroup(..)
+        )
     }
 }
 
@@ -185,14 +188,22 @@ async fn handle(
     let reply = 'reply: {
         let Some(op) = op.clone() else {
             break 'reply error_reply(
-                &ApiError::new(404, "E0000022", "The endpoint does not support the provided HTTP method"),
+                &ApiError::new(
+                    404,
+                    "E0000022",
+                    "The endpoint does not support the provided HTTP method",
+                ),
                 &rid,
             );
         };
         if guard.count() > config.max_concurrency {
             concurrency_limited = true;
             break 'reply error_reply(
-                &ApiError::new(429, "E0000047", "API call exceeded rate limit due to too many requests."),
+                &ApiError::new(
+                    429,
+                    "E0000047",
+                    "API call exceeded rate limit due to too many requests.",
+                ),
                 &rid,
             );
         }
@@ -206,7 +217,11 @@ async fn handle(
         verdict = Some(v);
         if !v.allowed {
             break 'reply error_reply(
-                &ApiError::new(429, "E0000047", "API call exceeded rate limit due to too many requests."),
+                &ApiError::new(
+                    429,
+                    "E0000047",
+                    "API call exceeded rate limit due to too many requests.",
+                ),
                 &rid,
             );
         }
@@ -228,7 +243,10 @@ async fn handle(
             .into_response(),
     };
     let h = response.headers_mut();
-    h.insert("x-okta-request-id", HeaderValue::from_str(&rid).expect("alphanumeric"));
+    h.insert(
+        "x-okta-request-id",
+        HeaderValue::from_str(&rid).expect("alphanumeric"),
+    );
     if concurrency_limited {
         let reset = chrono::Utc::now().timestamp() + 1;
         h.insert("x-rate-limit-limit", HeaderValue::from(0));
@@ -251,7 +269,11 @@ async fn handle(
         status: reply.status,
         concurrency_limited,
         at_ms: started,
-        request_body: if config.log_bodies { request_body } else { None },
+        request_body: if config.log_bodies {
+            request_body
+        } else {
+            None
+        },
         response_body: if config.log_bodies { reply.body } else { None },
     });
     response
@@ -294,7 +316,11 @@ async fn inject_faults(shared: &Shared, f: &Faults, op: &Op, rid: &str) -> Optio
     }
     if op.is_membership_change() && f.conflict_rate > 0.0 && shared.draw() < f.conflict_rate {
         return Some(error_reply(
-            &ApiError::new(409, "E0000112", "Unable to update group membership. Please try again."),
+            &ApiError::new(
+                409,
+                "E0000112",
+                "Unable to update group membership. Please try again.",
+            ),
             rid,
         ));
     }
@@ -370,7 +396,10 @@ fn execute(
                     .ok_or_else(|| ApiError::validation("profile: is required"))?;
                 if matches!(op, Op::ReplaceUser(_)) {
                     // PUT replaces the whole profile: what is omitted is deleted.
-                    let uid = store.user(id).map(|u| u.id.clone()).ok_or_else(|| ApiError::not_found(id, "User"))?;
+                    let uid = store
+                        .user(id)
+                        .map(|u| u.id.clone())
+                        .ok_or_else(|| ApiError::not_found(id, "User"))?;
                     if !patch.get("login").is_some_and(Value::is_string) {
                         return Err(ApiError::validation("login: is required"));
                     }
@@ -390,7 +419,9 @@ fn execute(
                     .remove("login")
                     .and_then(|l| l.as_str().map(str::to_owned))
                     .ok_or_else(|| ApiError::validation("login: is required"))?;
-                let email = profile.remove("email").and_then(|e| e.as_str().map(str::to_owned));
+                let email = profile
+                    .remove("email")
+                    .and_then(|e| e.as_str().map(str::to_owned));
                 let activate = query_param(uri, "activate").is_none_or(|a| a != "false");
                 let id = store.create_user(&SeedUser {
                     login,
@@ -405,7 +436,11 @@ fn execute(
                 let users: Vec<Value> = match query_param(uri, "search") {
                     Some(expr) => {
                         let q = parse_search(&expr)?;
-                        store.search_users(&q).into_iter().map(|u| user_json(u, base)).collect()
+                        store
+                            .search_users(&q)
+                            .into_iter()
+                            .map(|u| user_json(u, base))
+                            .collect()
                     }
                     None => store.users.values().map(|u| user_json(u, base)).collect(),
                 };
@@ -416,15 +451,26 @@ fn execute(
                 })
             }
             Op::ListUserGroups(id) => {
-                let uid = store.user(id).map(|u| u.id.clone()).ok_or_else(|| ApiError::not_found(id, "User"))?;
-                let groups = store.groups_of(&uid).into_iter().map(|g| group_json(g, base)).collect();
+                let uid = store
+                    .user(id)
+                    .map(|u| u.id.clone())
+                    .ok_or_else(|| ApiError::not_found(id, "User"))?;
+                let groups = store
+                    .groups_of(&uid)
+                    .into_iter()
+                    .map(|g| group_json(g, base))
+                    .collect();
                 Ok(Reply::json(200, Value::Array(groups)))
             }
             Op::ListGroups => {
                 let groups: Vec<Value> = match (query_param(uri, "search"), query_param(uri, "q")) {
                     (Some(expr), _) => {
                         let q = parse_search(&expr)?;
-                        store.search_groups(&q).into_iter().map(|g| group_json(g, base)).collect()
+                        store
+                            .search_groups(&q)
+                            .into_iter()
+                            .map(|g| group_json(g, base))
+                            .collect()
                     }
                     (None, Some(prefix)) => store
                         .groups
@@ -434,7 +480,13 @@ fn execute(
                         .collect(),
                     (None, None) => store.groups.values().map(|g| group_json(g, base)).collect(),
                 };
-                let (items, next) = page(groups, |g| g["id"].as_str().unwrap_or(""), uri, base, 10_000);
+                let (items, next) = page(
+                    groups,
+                    |g| g["id"].as_str().unwrap_or(""),
+                    uri,
+                    base,
+                    10_000,
+                );
                 Ok(Reply {
                     link_next: next,
                     ..Reply::json(200, Value::Array(items))
@@ -446,14 +498,18 @@ fn execute(
                 .map(|g| Reply::json(200, group_json(g, base)))
                 .ok_or_else(|| ApiError::not_found(gid, "UserGroup")),
             Op::ListGroupUsers(gid) => {
-                let g = store.groups.get(gid).ok_or_else(|| ApiError::not_found(gid, "UserGroup"))?;
+                let g = store
+                    .groups
+                    .get(gid)
+                    .ok_or_else(|| ApiError::not_found(gid, "UserGroup"))?;
                 let users: Vec<Value> = g
                     .members
                     .iter()
                     .filter_map(|id| store.users.get(id))
                     .map(|u| user_json(u, base))
                     .collect();
-                let (items, next) = page(users, |u| u["id"].as_str().unwrap_or(""), uri, base, 1000);
+                let (items, next) =
+                    page(users, |u| u["id"].as_str().unwrap_or(""), uri, base, 1000);
                 Ok(Reply {
                     link_next: next,
                     ..Reply::json(200, Value::Array(items))
@@ -479,9 +535,17 @@ struct Claims {
 }
 
 /// `POST /oauth2/v1/token`: client credentials with a signed client assertion (RFC 7523).
-fn token(shared: &Shared, config: &crate::SimConfig, body: &[u8], base: &str) -> Result<Reply, ApiError> {
+fn token(
+    shared: &Shared,
+    config: &crate::SimConfig,
+    body: &[u8],
+    base: &str,
+) -> Result<Reply, ApiError> {
     let oauth_error = |status: u16, error: &str, description: &str| {
-        Ok(Reply::json(status, json!({"error": error, "error_description": description})))
+        Ok(Reply::json(
+            status,
+            json!({"error": error, "error_description": description}),
+        ))
     };
     let form: std::collections::HashMap<String, String> =
         url::form_urlencoded::parse(body).into_owned().collect();
@@ -491,13 +555,21 @@ fn token(shared: &Shared, config: &crate::SimConfig, body: &[u8], base: &str) ->
     if form.get("client_assertion_type").map(String::as_str)
         != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
     {
-        return oauth_error(401, "invalid_client", "client_assertion_type is missing or not jwt-bearer.");
+        return oauth_error(
+            401,
+            "invalid_client",
+            "client_assertion_type is missing or not jwt-bearer.",
+        );
     }
     let Some(assertion) = form.get("client_assertion") else {
         return oauth_error(401, "invalid_client", "client_assertion is required.");
     };
     let Ok(header) = jsonwebtoken::decode_header(assertion) else {
-        return oauth_error(401, "invalid_client", "The client_assertion is not a valid JWT.");
+        return oauth_error(
+            401,
+            "invalid_client",
+            "The client_assertion is not a valid JWT.",
+        );
     };
     let audience = format!("{base}/oauth2/v1/token");
     let verified = config.oauth_clients.iter().find_map(|c| {
@@ -522,10 +594,15 @@ fn token(shared: &Shared, config: &crate::SimConfig, body: &[u8], base: &str) ->
         "okta.groups.manage",
     ];
     if scope.is_empty() || scope.split(' ').any(|s| !GRANTABLE.contains(&s)) {
-        return oauth_error(400, "invalid_scope", "One or more scopes are not configured for the authorization server resource.");
+        return oauth_error(
+            400,
+            "invalid_scope",
+            "One or more scopes are not configured for the authorization server resource.",
+        );
     }
     let access_token = format!("sim.{}", request_id());
-    Shared::lock(&shared.tokens).insert(access_token.clone(), Instant::now() + config.token_lifetime);
+    Shared::lock(&shared.tokens)
+        .insert(access_token.clone(), Instant::now() + config.token_lifetime);
     Ok(Reply::json(
         200,
         json!({
@@ -575,7 +652,9 @@ fn admin(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Response 
             Err(e) => bad(e.to_string()),
         },
         (Method::PUT, "/__sim/attributes") => {
-            match serde_json::from_slice::<std::collections::BTreeMap<String, crate::AttrType>>(body) {
+            match serde_json::from_slice::<std::collections::BTreeMap<String, crate::AttrType>>(
+                body,
+            ) {
                 Ok(attrs) => {
                     for (k, t) in attrs {
                         shared.declare_attribute(&k, t);

@@ -154,7 +154,9 @@ impl Shared {
     }
 
     pub fn declare_attribute(&self, name: &str, t: AttrType) {
-        Self::lock(&self.store).attributes.insert(name.to_owned(), t);
+        Self::lock(&self.store)
+            .attributes
+            .insert(name.to_owned(), t);
     }
 
     pub fn add_user(&self, user: &SeedUser) -> Result<String, String> {
@@ -165,7 +167,9 @@ impl Shared {
                 .group_by_name(name)
                 .map(|g| g.id.clone())
                 .ok_or_else(|| format!("no group `{name}`"))?;
-            store.set_membership(&gid, &id, true).map_err(|e| e.summary)?;
+            store
+                .set_membership(&gid, &id, true)
+                .map_err(|e| e.summary)?;
         }
         Ok(id)
     }
@@ -185,7 +189,9 @@ impl Shared {
 
     /// A user's profile, by login or id.
     pub fn profile(&self, login: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
-        Self::lock(&self.store).user(login).map(|u| u.profile.clone())
+        Self::lock(&self.store)
+            .user(login)
+            .map(|u| u.profile.clone())
     }
 
     /// Names of the groups `login` is in, sorted (`Everyone` included).
@@ -194,7 +200,11 @@ impl Shared {
         let Some(u) = store.user(login) else {
             return Vec::new();
         };
-        let mut names: Vec<String> = store.groups_of(&u.id).iter().map(|g| g.name.clone()).collect();
+        let mut names: Vec<String> = store
+            .groups_of(&u.id)
+            .iter()
+            .map(|g| g.name.clone())
+            .collect();
         names.sort();
         names
     }

@@ -119,7 +119,9 @@ impl RateLimits {
         let now = epoch_ms();
         let start_ms = now - now % window_ms;
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let w = windows.entry(bucket).or_insert(Window { start_ms, used: 0 });
+        let w = windows
+            .entry(bucket)
+            .or_insert(Window { start_ms, used: 0 });
         if w.start_ms != start_ms {
             *w = Window { start_ms, used: 0 };
         }
@@ -145,7 +147,9 @@ mod tests {
         );
         let v: Vec<Verdict> = (0..4).map(|_| limits.check(Bucket::Groups)).collect();
         assert_eq!(
-            v.iter().map(|v| (v.allowed, v.remaining)).collect::<Vec<_>>(),
+            v.iter()
+                .map(|v| (v.allowed, v.remaining))
+                .collect::<Vec<_>>(),
             [(true, 2), (true, 1), (true, 0), (false, 0)]
         );
         assert!(v[0].reset * 1000 > epoch_ms());

@@ -93,7 +93,10 @@ fn main() -> anyhow::Result<()> {
         let bucket = Bucket::parse(b).with_context(|| {
             format!("--limit: unknown bucket `{b}`; use users_get, users_search, users_update, groups or token")
         })?;
-        limits.insert(bucket, n.parse().context("--limit: N must be a whole number")?);
+        limits.insert(
+            bucket,
+            n.parse().context("--limit: N must be a whole number")?,
+        );
     }
     let mut oauth_clients = Vec::new();
     for c in &args.oauth_clients {

@@ -196,7 +196,11 @@ pub fn parse_search(expr: &str) -> Result<EqSearch, ApiError> {
     let bad = || ApiError::new(400, "E0000031", "Invalid search criteria.");
     let expr = expr.trim();
     let (path, rest) = expr.split_once(' ').ok_or_else(bad)?;
-    let rest = rest.trim_start().strip_prefix("eq ").ok_or_else(bad)?.trim();
+    let rest = rest
+        .trim_start()
+        .strip_prefix("eq ")
+        .ok_or_else(bad)?
+        .trim();
     let inner = rest
         .strip_prefix('"')
         .and_then(|r| r.strip_suffix('"'))
@@ -254,7 +258,11 @@ impl Store {
             ..Store::default()
         };
         store.attributes.extend(seed.attributes.clone());
-        store.add_group("Everyone", "BUILT_IN", Some("All users in your organization"));
+        store.add_group(
+            "Everyone",
+            "BUILT_IN",
+            Some("All users in your organization"),
+        );
         for g in &seed.groups {
             if store.group_by_name(&g.name).is_some() {
                 return Err(format!("seed: duplicate group `{}`", g.name));
@@ -270,7 +278,12 @@ impl Store {
                     .group_by_name(name)
                     .map(|g| g.id.clone())
                     .ok_or_else(|| format!("seed user `{}`: no group `{name}`", u.login))?;
-                store.groups.get_mut(&gid).expect("found").members.insert(id.clone());
+                store
+                    .groups
+                    .get_mut(&gid)
+                    .expect("found")
+                    .members
+                    .insert(id.clone());
             }
         }
         Ok(store)
@@ -391,14 +404,22 @@ impl Store {
                 profile,
             },
         );
-        if let Some(everyone) = self.groups.values_mut().find(|g| g.group_type == "BUILT_IN") {
+        if let Some(everyone) = self
+            .groups
+            .values_mut()
+            .find(|g| g.group_type == "BUILT_IN")
+        {
             everyone.members.insert(id.clone());
         }
         Ok(id)
     }
 
     /// Partial update: listed properties replace, the others stay.
-    pub fn update_profile(&mut self, id: &str, patch: &Map<String, Value>) -> Result<&User, ApiError> {
+    pub fn update_profile(
+        &mut self,
+        id: &str,
+        patch: &Map<String, Value>,
+    ) -> Result<&User, ApiError> {
         self.check_profile(patch)?;
         if patch.get("login").is_some_and(|l| !l.is_string()) {
             return Err(ApiError::validation("login: must not be null"));
@@ -536,14 +557,23 @@ mod tests {
         assert_eq!(s.update_profile(&id, &patch).unwrap_err().code, "E0000001");
         patch.insert("shopify_total_spent".into(), json!(12.5));
         patch.insert("shopify_orders_count".into(), json!(2));
-        assert_eq!(s.update_profile("A@X.COM", &patch).unwrap().profile["shopify_orders_count"], 2);
+        assert_eq!(
+            s.update_profile("A@X.COM", &patch).unwrap().profile["shopify_orders_count"],
+            2
+        );
         patch.insert("undeclared".into(), json!(1));
         assert!(s.update_profile(&id, &patch).is_err());
         let everyone = s.group_by_name("Everyone").unwrap().id.clone();
-        assert_eq!(s.set_membership(&everyone, &id, false).unwrap_err().status, 403);
+        assert_eq!(
+            s.set_membership(&everyone, &id, false).unwrap_err().status,
+            403
+        );
         let vip = s.group_by_name("VIP").unwrap().id.clone();
         s.set_membership(&vip, &id, true).unwrap();
         assert_eq!(s.groups_of(&id).len(), 2);
-        assert_eq!(s.set_membership(&vip, "00unope", true).unwrap_err().status, 404);
+        assert_eq!(
+            s.set_membership(&vip, "00unope", true).unwrap_err().status,
+            404
+        );
     }
 }

@@ -43,3 +43,35 @@ pub const EVENT_ID: &str = "tierflow-event-id";
 /// On a `shop/redact` copy the segmenter fans out to every partition of the orders topic (a
 /// shop's customers live in all of them); its value is the partition of the original record.
 pub const FANOUT_FROM: &str = "tierflow-fanout-from";
+
+/// Dead-letter records (`okta-writer.dlq`) keep the original key, value and headers and add
+/// where the record came from and why it failed. The first five are Kafka Connect's names, so
+/// tools that read Connect dead-letter queues understand them.
+pub mod dlq {
+    pub const TOPIC: &str = "__connect.errors.topic";
+    pub const PARTITION: &str = "__connect.errors.partition";
+    pub const OFFSET: &str = "__connect.errors.offset";
+    /// The error class, e.g. `okta.permanent`, `okta.retries_exhausted`, `tierflow.invalid_record`.
+    pub const EXCEPTION_CLASS: &str = "__connect.errors.exception.class.name";
+    pub const EXCEPTION_MESSAGE: &str = "__connect.errors.exception.message";
+    /// The bounded reason label (`missing_user`, `okta_rejected`, …), as in the metrics.
+    pub const REASON: &str = "tierflow-dlq-reason";
+    /// The Okta operation that failed (`updateUser`, `assignUserToGroup`, …).
+    pub const OPERATION: &str = "tierflow-dlq-operation";
+    pub const HTTP_STATUS: &str = "tierflow-dlq-http-status";
+    pub const OKTA_ERROR_CODE: &str = "tierflow-dlq-okta-error-code";
+    pub const OKTA_ERROR_ID: &str = "tierflow-dlq-okta-error-id";
+    pub const OKTA_REQUEST_ID: &str = "tierflow-dlq-okta-request-id";
+    pub const ATTEMPTS: &str = "tierflow-dlq-attempts";
+    /// RFC 3339 times of the first and last failed attempt.
+    pub const FIRST_FAILURE_AT: &str = "tierflow-dlq-first-failure-at";
+    pub const LAST_FAILURE_AT: &str = "tierflow-dlq-last-failure-at";
+    /// How many queued updates of the customer were folded into the failed one.
+    pub const COALESCED: &str = "tierflow-dlq-coalesced";
+    /// A redrive outcome marker (no value) names the entry it is about: `<partition>/<offset>`
+    /// of the dead-letter topic.
+    pub const REDRIVE_OF: &str = "tierflow-dlq-redrive-of";
+    /// `applied`, `skipped`, `superseded` or `failed`.
+    pub const REDRIVE_OUTCOME: &str = "tierflow-dlq-redrive-outcome";
+    pub const REDRIVE_MESSAGE: &str = "tierflow-dlq-redrive-message";
+}

@@ -23,92 +23,23 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, ClientContext, Message, Offset, Statistics};
+use rdkafka::{ClientConfig, Message, Offset};
 use schemas::{headers as h, RecordKey, ShopifyTopic, UpdateKind};
+
+use service_runtime::kafka::GroupContext;
 
 use crate::config::Settings;
 use crate::ledger::{Ledger, OrderRecord};
 use crate::metrics::Metrics;
 use crate::normalize::normalize;
 use crate::rules::{decide, ChangelogWrite, RecordMeta, Rules};
-
-/// Rebalance bookkeeping shared between librdkafka's callbacks and the loop.
-struct Ctx {
-    epochs: Mutex<HashMap<i32, u64>>,
-    next_epoch: Mutex<u64>,
-    metrics: Metrics,
-    group: String,
-}
-
-impl ClientContext for Ctx {
-    fn stats(&self, stats: Statistics) {
-        for (topic, t) in &stats.topics {
-            for (partition, p) in &t.partitions {
-                // librdkafka reports -1 while it does not know, and partition -1 is its
-                // internal "unassigned" bucket.
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    self.metrics
-                        .lag
-                        .with_label_values(&[
-                            self.group.as_str(),
-                            topic.as_str(),
-                            &partition.to_string(),
-                        ])
-                        .set(p.consumer_lag);
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for Ctx {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            // Offsets stored for finished batches go now, before another instance starts
-            // from the committed position.
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                tracing::warn!(error = %e, "commit on revoke failed; the next owner may redo some records (harmless)");
-            }
-            let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-            for e in tpl.elements() {
-                epochs.remove(&e.partition());
-            }
-            tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let mut next = self.next_epoch.lock().unwrap_or_else(|p| p.into_inner());
-            let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-            for e in tpl.elements() {
-                *next += 1;
-                epochs.insert(e.partition(), *next);
-            }
-            tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions assigned");
-        }
-    }
-}
-
-impl Ctx {
-    fn epoch(&self, partition: i32) -> Option<u64> {
-        self.epochs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&partition)
-            .copied()
-    }
-}
 
 struct PartitionState {
     epoch: u64,
@@ -126,7 +57,7 @@ struct Out {
 
 /// The running segmenter.
 pub struct Segmenter {
-    consumer: StreamConsumer<Ctx>,
+    consumer: StreamConsumer<GroupContext>,
     producer: FutureProducer,
     restore_config: ClientConfig,
     rules: Rules,
@@ -167,13 +98,8 @@ impl Segmenter {
                 ("group.id", cfg.group_id.as_str()),
             ],
         )?;
-        let ctx = Ctx {
-            epochs: Mutex::new(HashMap::new()),
-            next_epoch: Mutex::new(0),
-            metrics: metrics.clone(),
-            group: cfg.group_id.clone(),
-        };
-        let consumer: StreamConsumer<Ctx> = consumer_config
+        let ctx = GroupContext::new(&cfg.group_id, metrics.lag.clone());
+        let consumer: StreamConsumer<GroupContext> = consumer_config
             .create_with_context(ctx)
             .context("creating the Kafka consumer")?;
         let timeout = cfg.produce_timeout.as_millis().to_string();

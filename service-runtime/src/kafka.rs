@@ -1,12 +1,14 @@
 //! Kafka client settings every service starts from, and the embedded development broker.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, ClientContext};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::{ConfigError, KafkaConfig};
@@ -52,6 +54,93 @@ pub fn client_config(
         config.set(*k, *v);
     }
     Ok(config)
+}
+
+/// Set `kafka_consumergroup_lag{consumergroup, topic, partition}` (kafka_exporter's name) from
+/// a consumer's librdkafka statistics (`statistics.interval.ms`).
+pub fn record_lag(stats: &rdkafka::Statistics, group: &str, lag: &prometheus::IntGaugeVec) {
+    for (topic, t) in &stats.topics {
+        for (partition, p) in &t.partitions {
+            // librdkafka reports -1 while it does not know, and partition -1 is its internal
+            // "unassigned" bucket.
+            if *partition >= 0 && p.consumer_lag >= 0 {
+                lag.with_label_values(&[group, topic.as_str(), &partition.to_string()])
+                    .set(p.consumer_lag);
+            }
+        }
+    }
+}
+
+/// A group consumer's context: commits stored offsets synchronously when partitions are
+/// revoked (before another instance starts from the committed position), numbers every
+/// assignment of a partition (an *epoch*, so a loop can drop work from an assignment that
+/// ended), and exports consumer lag from librdkafka's statistics.
+pub struct GroupContext {
+    epochs: Mutex<HashMap<i32, u64>>,
+    next_epoch: Mutex<u64>,
+    group: String,
+    lag: prometheus::IntGaugeVec,
+}
+
+impl std::fmt::Debug for GroupContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupContext")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupContext {
+    pub fn new(group: &str, lag: prometheus::IntGaugeVec) -> GroupContext {
+        GroupContext {
+            epochs: Mutex::new(HashMap::new()),
+            next_epoch: Mutex::new(0),
+            group: group.to_owned(),
+            lag,
+        }
+    }
+
+    /// The current assignment's epoch of `partition`, or `None` if it is not assigned.
+    pub fn epoch(&self, partition: i32) -> Option<u64> {
+        self.epochs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&partition)
+            .copied()
+    }
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        record_lag(&stats, &self.group, &self.lag);
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::warn!(error = %e, "commit on revoke failed; the next owner may redo some records (harmless)");
+            }
+            let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+            for e in tpl.elements() {
+                epochs.remove(&e.partition());
+            }
+            tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut next = self.next_epoch.lock().unwrap_or_else(|p| p.into_inner());
+            let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+            for e in tpl.elements() {
+                *next += 1;
+                epochs.insert(e.partition(), *next);
+            }
+            tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions assigned");
+        }
+    }
 }
 
 /// How many partitions `topic` has; an error naming the topic if it does not exist.

@@ -1,0 +1,704 @@
+//! The Okta Management API client: the few requests the writer needs, authentication (SSWS API
+//! token or an OAuth 2.0 service app with `private_key_jwt`), Okta's error body, pacing through
+//! the [`Limiter`], and retries with the `backoff` crate.
+//!
+//! Protocol facts this relies on (Okta's docs and the official OpenAPI spec):
+//! - Partial profile update is `POST /api/v1/users/{id}` with `{"profile":{…}}`; `PUT` would
+//!   replace the whole profile, deleting what is omitted, so it is never used.
+//! - Membership is `PUT`/`DELETE /api/v1/groups/{gid}/users/{uid}` → 204; only `OKTA_GROUP`s.
+//! - Errors carry `errorCode`, `errorSummary`, `errorId`, `errorCauses`; branch on code and
+//!   status, never on the summary. Every response has `X-Okta-Request-Id`.
+//! - Retry: 429 (`E0000047`), 5xx, 409 `E0000112`, timeouts, connection errors. 401 means the
+//!   credentials are bad for every call (pause, do not dead-letter); other 4xx are permanent.
+//! - Lists page with `Link: <…>; rel="next"`.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use backoff::ExponentialBackoff;
+use reqwest::header::{HeaderMap, AUTHORIZATION};
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::{Credentials, OktaConfig};
+use crate::limiter::{Limiter, RateHeaders};
+use crate::metrics::Metrics;
+
+/// A kind of request the writer sends; its rate-limit bucket and metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    GetUser,
+    SearchUsers,
+    UpdateUser,
+    CreateUser,
+    ListUserGroups,
+    SearchGroups,
+    ListGroupUsers,
+    AddToGroup,
+    RemoveFromGroup,
+    Token,
+}
+
+impl Operation {
+    /// The name used in metrics, logs and dead letters (Okta's `operationId`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::GetUser => "getUser",
+            Operation::SearchUsers => "listUsers",
+            Operation::UpdateUser => "updateUser",
+            Operation::CreateUser => "createUser",
+            Operation::ListUserGroups => "listUserGroups",
+            Operation::SearchGroups => "listGroups",
+            Operation::ListGroupUsers => "listGroupUsers",
+            Operation::AddToGroup => "assignUserToGroup",
+            Operation::RemoveFromGroup => "unassignUserFromGroup",
+            Operation::Token => "token",
+        }
+    }
+
+    /// Okta's rate-limit bucket for the request (the limiter paces per bucket).
+    pub fn bucket(self) -> &'static str {
+        match self {
+            Operation::GetUser | Operation::ListUserGroups => "users_get",
+            Operation::SearchUsers => "users_search",
+            Operation::UpdateUser | Operation::CreateUser => "users_update",
+            Operation::SearchGroups
+            | Operation::ListGroupUsers
+            | Operation::AddToGroup
+            | Operation::RemoveFromGroup => "groups",
+            Operation::Token => "token",
+        }
+    }
+}
+
+/// How a failure should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Retry with backoff.
+    Transient,
+    /// The request itself is wrong for Okta: dead-letter the update.
+    Permanent,
+    /// 401/403: the credentials (or their permissions) are rejected.
+    Credentials,
+}
+
+/// Okta's JSON error body.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    pub error_code: Option<String>,
+    pub error_summary: Option<String>,
+    pub error_id: Option<String>,
+    #[serde(default)]
+    pub error_causes: Vec<Value>,
+}
+
+/// One failed attempt.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation}: {}", self.describe())]
+pub struct OktaError {
+    pub operation: &'static str,
+    /// HTTP status; `None` for a timeout or connection error.
+    pub status: Option<u16>,
+    pub body: ErrorBody,
+    pub request_id: Option<String>,
+    /// Transport failure text (no status).
+    pub transport: Option<String>,
+    /// Why a 2xx response was unusable, if that is the failure.
+    pub invalid_response: Option<String>,
+}
+
+impl OktaError {
+    fn describe(&self) -> String {
+        if let Some(t) = &self.transport {
+            return format!("request failed: {t}");
+        }
+        if let Some(m) = &self.invalid_response {
+            return format!("unexpected response: {m}");
+        }
+        let causes: Vec<String> = self
+            .body
+            .error_causes
+            .iter()
+            .filter_map(|c| {
+                c.get("errorSummary")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect();
+        format!(
+            "HTTP {} {} {}{}",
+            self.status.unwrap_or(0),
+            self.body.error_code.as_deref().unwrap_or("-"),
+            self.body.error_summary.as_deref().unwrap_or(""),
+            if causes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", causes.join("; "))
+            }
+        )
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        match self.status {
+            None => ErrorClass::Transient,
+            Some(429) | Some(500..=599) => ErrorClass::Transient,
+            Some(409) if self.body.error_code.as_deref() == Some("E0000112") => {
+                ErrorClass::Transient
+            }
+            Some(401) | Some(403) => ErrorClass::Credentials,
+            Some(_) => ErrorClass::Permanent,
+        }
+    }
+
+    /// A generic failure outside HTTP (e.g. building a client assertion).
+    pub fn local(operation: &'static str, message: impl Into<String>) -> OktaError {
+        OktaError {
+            operation,
+            status: None,
+            body: ErrorBody::default(),
+            request_id: None,
+            transport: None,
+            invalid_response: Some(message.into()),
+        }
+    }
+}
+
+/// A call that failed for good (permanent, credentials, or retries exhausted), with its history.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{last} (after {attempts} attempt(s))")]
+pub struct Failure {
+    pub last: OktaError,
+    pub attempts: u32,
+    pub first_failure: SystemTime,
+    pub last_failure: SystemTime,
+    /// Retries stopped because `retry_max_elapsed` passed, not because the error is permanent.
+    pub exhausted: bool,
+}
+
+impl Failure {
+    pub fn class(&self) -> ErrorClass {
+        self.last.class()
+    }
+}
+
+/// A successful response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: Value,
+    pub next: Option<String>,
+}
+
+/// Access-token state for an OAuth service app.
+#[derive(Debug)]
+struct OAuth {
+    client_id: String,
+    key: jsonwebtoken::EncodingKey,
+    algorithm: jsonwebtoken::Algorithm,
+    key_id: Option<String>,
+    scopes: String,
+    token: tokio::sync::Mutex<Option<(SecretString, Instant)>>,
+}
+
+#[derive(Debug)]
+enum Auth {
+    Ssws(SecretString),
+    OAuth(Box<OAuth>),
+}
+
+#[derive(Debug)]
+pub struct OktaClient {
+    http: reqwest::Client,
+    base: String,
+    auth: Auth,
+    pub limiter: Arc<Limiter>,
+    metrics: Metrics,
+    retry: RetryPolicy,
+    /// Consecutive responses that were 401/403 (any call, any customer).
+    auth_failures: AtomicU32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max_interval: Duration,
+    pub max_elapsed: Duration,
+}
+
+impl RetryPolicy {
+    fn backoff(&self) -> ExponentialBackoff {
+        ExponentialBackoff {
+            initial_interval: self.initial,
+            current_interval: self.initial,
+            randomization_factor: 0.5,
+            multiplier: 2.0,
+            max_interval: self.max_interval,
+            max_elapsed_time: Some(self.max_elapsed),
+            ..ExponentialBackoff::default()
+        }
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        429 => "429",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn link_next(headers: &HeaderMap) -> Option<String> {
+    headers.get_all("link").iter().find_map(|v| {
+        let v = v.to_str().ok()?;
+        v.split(',').find_map(|part| {
+            let (url, params) = part.split_once(';')?;
+            params
+                .split(';')
+                .any(|p| p.trim().replace(' ', "") == "rel=\"next\"")
+                .then(|| {
+                    url.trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_owned()
+                })
+        })
+    })
+}
+
+impl OktaClient {
+    pub fn new(
+        base: String,
+        credentials: Credentials,
+        okta: &OktaConfig,
+        metrics: Metrics,
+    ) -> anyhow::Result<OktaClient> {
+        let auth = match credentials {
+            Credentials::ApiToken(t) => Auth::Ssws(t),
+            Credentials::OAuth {
+                client_id,
+                private_key_pem,
+                key_id,
+                scopes,
+            } => {
+                let pem = private_key_pem.expose_secret().as_bytes();
+                let (key, algorithm) = match jsonwebtoken::EncodingKey::from_rsa_pem(pem) {
+                    Ok(k) => (k, jsonwebtoken::Algorithm::RS256),
+                    Err(_) => (
+                        jsonwebtoken::EncodingKey::from_ec_pem(pem).map_err(|_| {
+                            anyhow::anyhow!("okta.oauth_private_key_file: not a PEM RSA or EC (P-256) private key")
+                        })?,
+                        jsonwebtoken::Algorithm::ES256,
+                    ),
+                };
+                Auth::OAuth(Box::new(OAuth {
+                    client_id,
+                    key,
+                    algorithm,
+                    key_id,
+                    scopes: scopes.join(" "),
+                    token: tokio::sync::Mutex::new(None),
+                }))
+            }
+        };
+        let http = reqwest::Client::builder()
+            .timeout(okta.request_timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(okta.max_concurrency)
+            .user_agent(concat!("tierflow-okta-writer/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(OktaClient {
+            http,
+            base,
+            auth,
+            limiter: Arc::new(Limiter::new(
+                okta.rate_limit_share,
+                okta.rate_limit_margin,
+                okta.max_concurrency,
+                metrics.clone(),
+            )),
+            metrics,
+            retry: RetryPolicy {
+                initial: okta.retry_initial_interval,
+                max_interval: okta.retry_max_interval,
+                max_elapsed: okta.retry_max_elapsed,
+            },
+            auth_failures: AtomicU32::new(0),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// 401/403 responses in a row, across all calls.
+    pub fn consecutive_auth_failures(&self) -> u32 {
+        self.auth_failures.load(Ordering::Relaxed)
+    }
+
+    /// The `Authorization` header value, fetching or refreshing an OAuth token when needed.
+    async fn authorization(&self) -> Result<String, OktaError> {
+        match &self.auth {
+            Auth::Ssws(t) => Ok(format!("SSWS {}", t.expose_secret())),
+            Auth::OAuth(o) => {
+                let mut cached = o.token.lock().await;
+                if let Some((token, refresh_at)) = cached.as_ref() {
+                    if Instant::now() < *refresh_at {
+                        return Ok(format!("Bearer {}", token.expose_secret()));
+                    }
+                }
+                let (token, lifetime) = self.fetch_token(o).await?;
+                // Refresh at 80% of the lifetime (and at least a minute early), so a token
+                // never expires between being read and being used.
+                let early = (lifetime / 5)
+                    .max(Duration::from_secs(60))
+                    .min(lifetime / 2);
+                let header = format!("Bearer {}", token.expose_secret());
+                *cached = Some((token, Instant::now() + lifetime - early));
+                Ok(header)
+            }
+        }
+    }
+
+    async fn forget_token(&self) {
+        if let Auth::OAuth(o) = &self.auth {
+            *o.token.lock().await = None;
+        }
+    }
+
+    /// Client credentials with a signed assertion (RFC 7523) at `/oauth2/v1/token`.
+    async fn fetch_token(&self, o: &OAuth) -> Result<(SecretString, Duration), OktaError> {
+        let op = Operation::Token;
+        let url = format!("{}/oauth2/v1/token", self.base);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let claims = serde_json::json!({
+            "iss": o.client_id,
+            "sub": o.client_id,
+            "aud": url,
+            "iat": now,
+            "exp": now + 300,
+            "jti": format!("{:032x}", rand::random::<u128>()),
+        });
+        let mut header = jsonwebtoken::Header::new(o.algorithm);
+        header.kid = o.key_id.clone();
+        let assertion = jsonwebtoken::encode(&header, &claims, &o.key).map_err(|e| {
+            OktaError::local(op.name(), format!("signing the client assertion: {e}"))
+        })?;
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("scope", o.scopes.as_str()),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+        ];
+        let permit = self.limiter.acquire(op.bucket()).await;
+        let result = self.http.post(&url).form(&form).send().await;
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => return Err(self.transport_error(op, &e)),
+        };
+        let status = resp.status().as_u16();
+        permit.observe(RateHeaders::parse(resp.headers()), status);
+        drop(permit);
+        self.metrics
+            .requests
+            .with_label_values(&[op.name(), status_class(status)])
+            .inc();
+        let request_id = request_id(resp.headers());
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status != 200 {
+            // OAuth errors use `error`/`error_description`; map them onto Okta's error fields.
+            let err = OktaError {
+                operation: op.name(),
+                status: Some(if (400..500).contains(&status) && status != 429 {
+                    401
+                } else {
+                    status
+                }),
+                body: ErrorBody {
+                    error_code: body.get("error").and_then(Value::as_str).map(str::to_owned),
+                    error_summary: body
+                        .get("error_description")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    ..ErrorBody::default()
+                },
+                request_id,
+                transport: None,
+                invalid_response: None,
+            };
+            return Err(err);
+        }
+        let token = body
+            .get("access_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| OktaError::local(op.name(), "token response without access_token"))?;
+        let lifetime = body
+            .get("expires_in")
+            .and_then(Value::as_u64)
+            .unwrap_or(3600);
+        Ok((
+            SecretString::from(token.to_owned()),
+            Duration::from_secs(lifetime.max(60)),
+        ))
+    }
+
+    fn transport_error(&self, op: Operation, e: &reqwest::Error) -> OktaError {
+        self.metrics
+            .requests
+            .with_label_values(&[op.name(), "transport"])
+            .inc();
+        let what = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "connection failed"
+        } else {
+            "failed"
+        };
+        OktaError {
+            operation: op.name(),
+            status: None,
+            body: ErrorBody::default(),
+            request_id: None,
+            transport: Some(format!("{what}: {e}")),
+            invalid_response: None,
+        }
+    }
+
+    /// One attempt: wait for budget, send, read, record.
+    async fn attempt(
+        &self,
+        op: Operation,
+        method: &Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, OktaError> {
+        let authorization = self.authorization().await?;
+        let permit = self.limiter.acquire(op.bucket()).await;
+        let mut req = self
+            .http
+            .request(method.clone(), url)
+            .header(AUTHORIZATION, authorization)
+            .header("accept", "application/json");
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let started = Instant::now();
+        let result = req.send().await;
+        self.metrics
+            .request_seconds
+            .with_label_values(&[op.name()])
+            .observe(started.elapsed().as_secs_f64());
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => return Err(self.transport_error(op, &e)),
+        };
+        let status = resp.status().as_u16();
+        permit.observe(RateHeaders::parse(resp.headers()), status);
+        drop(permit);
+        self.metrics
+            .requests
+            .with_label_values(&[op.name(), status_class(status)])
+            .inc();
+        if status == 401 || status == 403 {
+            self.auth_failures.fetch_add(1, Ordering::Relaxed);
+            if status == 401 {
+                self.forget_token().await;
+            }
+        } else {
+            self.auth_failures.store(0, Ordering::Relaxed);
+        }
+        let request_id = request_id(resp.headers());
+        let next = link_next(resp.headers());
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Err(self.transport_error(op, &e)),
+        };
+        if (200..300).contains(&status) {
+            let body = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).map_err(|e| OktaError {
+                    request_id: request_id.clone(),
+                    ..OktaError::local(op.name(), format!("HTTP {status} body is not JSON: {e}"))
+                })?
+            };
+            return Ok(Response { status, body, next });
+        }
+        Err(OktaError {
+            operation: op.name(),
+            status: Some(status),
+            body: serde_json::from_slice(&bytes).unwrap_or_default(),
+            request_id,
+            transport: None,
+            invalid_response: None,
+        })
+    }
+
+    /// Send with retries: transient failures back off exponentially with jitter until
+    /// `retry_max_elapsed`; anything else returns at once.
+    pub async fn send(
+        &self,
+        op: Operation,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Value>,
+    ) -> Result<Response, Failure> {
+        let url = if path_and_query.starts_with("http") {
+            path_and_query.to_owned()
+        } else {
+            format!("{}{path_and_query}", self.base)
+        };
+        let mut attempts = 0u32;
+        let mut first_failure: Option<SystemTime> = None;
+        let mut exhausted = true;
+        let result = backoff::future::retry_notify(
+            self.retry.backoff(),
+            || {
+                attempts += 1;
+                let (method, url, body) = (method.clone(), url.clone(), body.clone());
+                async move {
+                    self.attempt(op, &method, &url, body.as_ref())
+                        .await
+                        .map_err(|e| {
+                            if e.class() == ErrorClass::Transient {
+                                backoff::Error::transient(e)
+                            } else {
+                                backoff::Error::permanent(e)
+                            }
+                        })
+                }
+            },
+            |e: OktaError, wait: Duration| {
+                first_failure.get_or_insert_with(SystemTime::now);
+                self.metrics.retries.with_label_values(&[op.name()]).inc();
+                tracing::debug!(operation = op.name(), error = %e, ?wait, "retrying Okta call");
+            },
+        )
+        .await;
+        result.map_err(|last| {
+            if last.class() != ErrorClass::Transient {
+                exhausted = false;
+            }
+            let now = SystemTime::now();
+            Failure {
+                last,
+                attempts,
+                first_failure: first_failure.unwrap_or(now),
+                last_failure: now,
+                exhausted,
+            }
+        })
+    }
+
+    /// Every page of a list, following `Link: rel="next"`.
+    pub async fn list_all(
+        &self,
+        op: Operation,
+        path_and_query: &str,
+    ) -> Result<Vec<Value>, Failure> {
+        let mut items = Vec::new();
+        let mut next = Some(path_and_query.to_owned());
+        while let Some(url) = next.take() {
+            let resp = self.send(op, Method::GET, &url, None).await?;
+            match resp.body {
+                Value::Array(a) => items.extend(a),
+                other => {
+                    let now = SystemTime::now();
+                    return Err(Failure {
+                        last: OktaError::local(
+                            op.name(),
+                            format!("expected a JSON array, got {}", other),
+                        ),
+                        attempts: 1,
+                        first_failure: now,
+                        last_failure: now,
+                        exhausted: false,
+                    });
+                }
+            }
+            next = resp.next;
+        }
+        Ok(items)
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-okta-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_follow_okta_guidance() {
+        let e = |status: Option<u16>, code: Option<&str>| OktaError {
+            operation: "x",
+            status,
+            body: ErrorBody {
+                error_code: code.map(str::to_owned),
+                ..ErrorBody::default()
+            },
+            request_id: None,
+            transport: None,
+            invalid_response: None,
+        };
+        assert_eq!(
+            e(Some(429), Some("E0000047")).class(),
+            ErrorClass::Transient
+        );
+        assert_eq!(e(Some(503), None).class(), ErrorClass::Transient);
+        assert_eq!(e(None, None).class(), ErrorClass::Transient);
+        assert_eq!(
+            e(Some(409), Some("E0000112")).class(),
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            e(Some(409), Some("E0000254")).class(),
+            ErrorClass::Permanent
+        );
+        assert_eq!(
+            e(Some(400), Some("E0000001")).class(),
+            ErrorClass::Permanent
+        );
+        assert_eq!(
+            e(Some(404), Some("E0000007")).class(),
+            ErrorClass::Permanent
+        );
+        assert_eq!(
+            e(Some(401), Some("E0000011")).class(),
+            ErrorClass::Credentials
+        );
+    }
+
+    #[test]
+    fn link_header_next() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "link",
+            "<https://x.okta.com/api/v1/users?limit=2>; rel=\"self\", <https://x.okta.com/api/v1/users?after=00u2&limit=2>; rel=\"next\""
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            link_next(&h).as_deref(),
+            Some("https://x.okta.com/api/v1/users?after=00u2&limit=2")
+        );
+        assert_eq!(link_next(&HeaderMap::new()), None);
+    }
+}

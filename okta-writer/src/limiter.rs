@@ -1,0 +1,370 @@
+//! Pacing against Okta's rate limits, driven by the `X-Rate-Limit-*` headers.
+//!
+//! Okta counts requests per bucket in fixed windows and reports, on every response, the bucket's
+//! `X-Rate-Limit-Limit`, `-Remaining` and `-Reset` (epoch second the window ends). The limiter
+//! keeps, per bucket, an estimate of what remains (decremented on every send, corrected down by
+//! every response) and lets a request go only while the estimate stays above the part of the
+//! bucket reserved for others: `limit - floor(limit * share * (1 - margin))`. Until a bucket's
+//! headers are known (first request, or a window that has passed its reset), one request at a
+//! time goes out as a probe; once they are known no request is sent into an empty bucket, so
+//! 429s after the first response of a window mean another client spent our share.
+//!
+//! Separately, in-flight requests are bounded by an adaptive concurrency limit: a 429 with
+//! `X-Rate-Limit-Limit: 0` is Okta's concurrency violation, which halves the limit; it grows
+//! back by one per 20 successful responses, up to `max_concurrency`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+
+use crate::metrics::Metrics;
+
+/// What an Okta response said about its bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset: u64,
+}
+
+impl RateHeaders {
+    pub fn parse(headers: &reqwest::header::HeaderMap) -> Option<RateHeaders> {
+        let num =
+            |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
+        Some(RateHeaders {
+            limit: num("x-rate-limit-limit")?,
+            remaining: num("x-rate-limit-remaining")?,
+            reset: num("x-rate-limit-reset")?,
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct BucketState {
+    /// `(limit, remaining estimate, reset epoch second)` while the window is known.
+    known: Option<(u64, i64, u64)>,
+    in_flight: u32,
+}
+
+#[derive(Debug)]
+struct State {
+    buckets: HashMap<&'static str, BucketState>,
+    concurrency: usize,
+    in_flight: usize,
+    successes: u32,
+}
+
+#[derive(Debug)]
+pub struct Limiter {
+    share: f64,
+    margin: f64,
+    max_concurrency: usize,
+    /// Slack after a reset before probing the new window (clock skew, server-side rounding).
+    reset_grace: Duration,
+    state: Mutex<State>,
+    changed: Notify,
+    metrics: Metrics,
+}
+
+/// Permission to send one request in `bucket`; report the response with [`Permit::observe`].
+#[derive(Debug)]
+pub struct Permit<'a> {
+    limiter: &'a Limiter,
+    bucket: &'static str,
+}
+
+fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Limiter {
+    pub fn new(share: f64, margin: f64, max_concurrency: usize, metrics: Metrics) -> Limiter {
+        metrics.concurrency_limit.set(max_concurrency as i64);
+        Limiter {
+            share,
+            margin,
+            max_concurrency,
+            reset_grace: Duration::from_millis(100),
+            state: Mutex::new(State {
+                buckets: HashMap::new(),
+                concurrency: max_concurrency,
+                in_flight: 0,
+                successes: 0,
+            }),
+            changed: Notify::new(),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The part of a bucket left to other clients.
+    fn reserve(&self, limit: u64) -> i64 {
+        let ours = (limit as f64 * self.share * (1.0 - self.margin)).floor() as i64;
+        limit as i64 - ours.max(1)
+    }
+
+    /// Wait until a request in `bucket` may go.
+    pub async fn acquire(&self, bucket: &'static str) -> Permit<'_> {
+        let mut waited = false;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let wait = {
+                let mut st = self.lock();
+                let now = now_epoch();
+                let grace = self.reset_grace.as_secs_f64();
+                let concurrency_ok = st.in_flight < st.concurrency;
+                let reserve_of = |limit| self.reserve(limit);
+                let b = st.buckets.entry(bucket).or_default();
+                if let Some((_, _, reset)) = b.known {
+                    if now >= reset as f64 + grace {
+                        b.known = None;
+                    }
+                }
+                let (bucket_ok, until_reset) = match b.known {
+                    None => (b.in_flight == 0, None),
+                    Some((limit, remaining, reset)) => {
+                        let ok = remaining > reserve_of(limit);
+                        (ok, (!ok).then(|| reset as f64 + grace - now))
+                    }
+                };
+                if concurrency_ok && bucket_ok {
+                    b.in_flight += 1;
+                    if let Some((_, remaining, _)) = b.known.as_mut() {
+                        *remaining -= 1;
+                        self.metrics
+                            .bucket_remaining
+                            .with_label_values(&[bucket])
+                            .set(*remaining);
+                    }
+                    st.in_flight += 1;
+                    self.metrics.in_flight.set(st.in_flight as i64);
+                    return Permit {
+                        limiter: self,
+                        bucket,
+                    };
+                }
+                // Waiting for a reset sleeps until it; otherwise a finished request wakes us.
+                until_reset.map(|s| Duration::from_secs_f64(s.max(0.0)))
+            };
+            if !waited {
+                waited = true;
+                self.metrics
+                    .limiter_waits
+                    .with_label_values(&[bucket])
+                    .inc();
+            }
+            match wait {
+                Some(d) => tokio::time::sleep(d).await,
+                None => {
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The current concurrency bound (for tests and logs).
+    pub fn concurrency(&self) -> usize {
+        self.lock().concurrency
+    }
+}
+
+impl Permit<'_> {
+    /// Record what the response said: its rate-limit headers, and whether it was a 429.
+    pub fn observe(&self, headers: Option<RateHeaders>, status: u16) {
+        let l = self.limiter;
+        let mut st = l.lock();
+        if status == 429 && headers.is_some_and(|h| h.limit == 0) {
+            st.concurrency = (st.concurrency / 2).max(1);
+            st.successes = 0;
+            l.metrics
+                .rate_limited
+                .with_label_values(&["concurrency"])
+                .inc();
+            l.metrics.concurrency_limit.set(st.concurrency as i64);
+            tracing::warn!(
+                concurrency = st.concurrency,
+                "Okta concurrency limit hit; lowering in-flight requests"
+            );
+            return;
+        }
+        if status < 400 {
+            st.successes += 1;
+            if st.successes >= 20 && st.concurrency < l.max_concurrency {
+                st.successes = 0;
+                st.concurrency += 1;
+                l.metrics.concurrency_limit.set(st.concurrency as i64);
+            }
+        }
+        let Some(h) = headers else { return };
+        let b = st.buckets.entry(self.bucket).or_default();
+        // The server's count includes this request, not necessarily the others still in flight.
+        let others = i64::from(b.in_flight.saturating_sub(1));
+        let mut from_server = h.remaining as i64 - others;
+        if status == 429 {
+            l.metrics.rate_limited.with_label_values(&["rate"]).inc();
+            from_server = 0;
+        }
+        b.known = match b.known {
+            Some((_, est, reset)) if reset == h.reset => {
+                Some((h.limit, est.min(from_server), reset))
+            }
+            Some((_, _, reset)) if reset > h.reset => b.known, // a late response from an older window
+            _ => Some((h.limit, from_server, h.reset)),
+        };
+        if let Some((limit, remaining, reset)) = b.known {
+            l.metrics
+                .bucket_limit
+                .with_label_values(&[self.bucket])
+                .set(limit as i64);
+            l.metrics
+                .bucket_remaining
+                .with_label_values(&[self.bucket])
+                .set(remaining);
+            l.metrics
+                .bucket_reset
+                .with_label_values(&[self.bucket])
+                .set(reset as i64);
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let l = self.limiter;
+        {
+            let mut st = l.lock();
+            st.in_flight = st.in_flight.saturating_sub(1);
+            l.metrics.in_flight.set(st.in_flight as i64);
+            if let Some(b) = st.buckets.get_mut(self.bucket) {
+                b.in_flight = b.in_flight.saturating_sub(1);
+            }
+        }
+        l.changed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(max: usize) -> Limiter {
+        Limiter::new(0.5, 0.0, max, Metrics::unregistered())
+    }
+
+    fn reset_in(secs: u64) -> u64 {
+        now_epoch() as u64 + secs
+    }
+
+    #[tokio::test]
+    async fn probes_one_request_until_headers_are_known_then_spends_only_the_share() {
+        let l = limiter(10);
+        let p = l.acquire("b").await;
+        // A second request waits for the probe's answer.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), l.acquire("b"))
+                .await
+                .is_err()
+        );
+        p.observe(
+            Some(RateHeaders {
+                limit: 10,
+                remaining: 9,
+                reset: reset_in(60),
+            }),
+            200,
+        );
+        drop(p);
+        // 10 * 0.5 = 5 ours; 1 spent by the probe → 4 more, then the bucket is closed to us.
+        let mut permits = Vec::new();
+        for _ in 0..4 {
+            permits.push(
+                tokio::time::timeout(Duration::from_millis(50), l.acquire("b"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), l.acquire("b"))
+                .await
+                .is_err()
+        );
+        // Other buckets are independent.
+        drop(
+            tokio::time::timeout(Duration::from_millis(50), l.acquire("other"))
+                .await
+                .unwrap(),
+        );
+    }
+
+    #[tokio::test]
+    async fn waits_for_the_reset_then_probes_again() {
+        let l = limiter(10);
+        let p = l.acquire("b").await;
+        let reset = now_epoch().ceil() as u64 + 1;
+        p.observe(
+            Some(RateHeaders {
+                limit: 2,
+                remaining: 0,
+                reset,
+            }),
+            429,
+        );
+        drop(p);
+        let started = std::time::Instant::now();
+        drop(l.acquire("b").await);
+        let waited = now_epoch();
+        assert!(
+            waited >= reset as f64,
+            "went at {waited}, before the reset {reset}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn concurrency_429_halves_the_bound_and_successes_grow_it_back() {
+        let l = limiter(8);
+        let p = l.acquire("b").await;
+        p.observe(
+            Some(RateHeaders {
+                limit: 0,
+                remaining: 0,
+                reset: reset_in(1),
+            }),
+            429,
+        );
+        drop(p);
+        assert_eq!(l.concurrency(), 4);
+        for _ in 0..40 {
+            let p = l.acquire("b").await;
+            p.observe(
+                Some(RateHeaders {
+                    limit: 1000,
+                    remaining: 900,
+                    reset: reset_in(60),
+                }),
+                200,
+            );
+        }
+        assert_eq!(l.concurrency(), 6);
+        let held: Vec<_> = futures::future::join_all((0..6).map(|_| l.acquire("b"))).await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), l.acquire("b"))
+                .await
+                .is_err()
+        );
+        drop(held);
+    }
+}

@@ -1,0 +1,188 @@
+//! `okta-writer`: run the Okta writer, or (`groups`, `dlq list`, `dlq redrive`) look at Okta and
+//! the dead-letter topic.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use okta_writer::config::Settings;
+use okta_writer::dlq::Filter;
+use service_runtime::config::Brokers;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Applies customer segment updates to Okta profiles and tier groups.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    service: service_runtime::ServiceArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Resolve every tier's Okta group and print name, id and member count.
+    Groups,
+    /// Inspect or redrive the dead-letter topic.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct FilterArgs {
+    /// Only entries with this reason (repeatable), e.g. missing_user, okta_rejected.
+    #[arg(long = "reason")]
+    reasons: Vec<String>,
+    /// Only entries that last failed at least this long ago, e.g. `10m`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    older_than: Option<Duration>,
+    /// Only entries that last failed at most this long ago, e.g. `2h`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    newer_than: Option<Duration>,
+    /// At most this many entries (oldest first).
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> Filter {
+        Filter {
+            reasons: self.reasons.clone(),
+            older_than: self.older_than,
+            newer_than: self.newer_than,
+            limit: self.limit,
+        }
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum DlqCommand {
+    /// Summarise open entries by reason and age, and show some of them.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// How many entries to show after the summary.
+        #[arg(long, default_value_t = 20)]
+        show: usize,
+    },
+    /// Re-apply selected open entries to Okta and record each outcome on the topic. A dry run
+    /// (nothing applied or recorded) unless --execute.
+    Redrive {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Show what would be redriven (the default).
+        #[arg(long, conflicts_with = "execute")]
+        dry_run: bool,
+        #[arg(long)]
+        execute: bool,
+        /// Entries applied per second at most (Okta's own limits apply too).
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings: Settings = match cli.service.load("okta-writer") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if cli.service.check_config {
+        println!("okta-writer: config is valid");
+        return ExitCode::SUCCESS;
+    }
+    service_runtime::run_service("okta-writer", async move {
+        let _telemetry =
+            service_runtime::telemetry::init("okta-writer", settings.telemetry.log_format)?;
+        match cli.command {
+            None => run(settings).await,
+            Some(Command::Groups) => {
+                print!("{}", okta_writer::groups_table(&settings).await?);
+                Ok(())
+            }
+            Some(Command::Dlq(cmd)) => dlq(settings, cmd).await,
+        }
+    })
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    // The embedded broker must outlive the service, and stays on this thread (it is !Send).
+    let (bootstrap, _embedded) =
+        service_runtime::kafka::resolve_brokers(&settings.kafka, &settings.topics, "okta-writer")?;
+    okta_writer::run(
+        &settings,
+        &bootstrap,
+        service_runtime::shutdown::signal(),
+        None,
+    )
+    .await
+}
+
+fn existing_brokers(settings: &Settings) -> anyhow::Result<String> {
+    match settings.kafka.brokers()? {
+        Brokers::External(b) => Ok(b),
+        Brokers::Embedded => anyhow::bail!(
+            "this command works on an existing dead-letter topic: point --brokers at the broker that holds it (for the embedded broker, the address the service printed)"
+        ),
+    }
+}
+
+async fn dlq(settings: Settings, cmd: DlqCommand) -> anyhow::Result<()> {
+    let bootstrap = existing_brokers(&settings)?;
+    match cmd {
+        DlqCommand::List { filter, show } => {
+            let filter = filter.filter();
+            let out = tokio::task::spawn_blocking(move || {
+                okta_writer::dlq::list(&settings, &bootstrap, &filter, show)
+            })
+            .await??;
+            print!("{out}");
+        }
+        DlqCommand::Redrive {
+            filter,
+            dry_run: _,
+            execute,
+            rate,
+        } => {
+            let metrics = okta_writer::metrics::Metrics::unregistered();
+            let applier = okta_writer::applier(&settings, metrics).await?;
+            let results = okta_writer::dlq::redrive(
+                &settings,
+                &bootstrap,
+                &applier,
+                &filter.filter(),
+                execute,
+                rate,
+            )
+            .await
+            .context("redriving dead letters")?;
+            let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+            for r in &results {
+                *counts.entry(r.outcome.as_str()).or_default() += 1;
+                println!(
+                    "{:<12} {:<40} {:<14} {}",
+                    r.entry, r.key, r.outcome, r.message
+                );
+            }
+            println!(
+                "{}{} entries: {}",
+                if execute {
+                    ""
+                } else {
+                    "dry run (add --execute to apply): "
+                },
+                results.len(),
+                counts
+                    .iter()
+                    .map(|(k, v)| format!("{v} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(())
+}
