@@ -171,7 +171,7 @@ async fn handle(
     if uri.path().starts_with("/__sim/") {
         return admin(&shared, &method, uri.path(), &body);
     }
-    let started = shared.elapsed_ms();
+    let started = shared.now_ms();
     let rid = request_id();
     let base = headers
         .get("host")

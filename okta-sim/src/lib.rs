@@ -102,7 +102,8 @@ pub struct LogEntry {
     pub status: u16,
     /// Whether a 429 was for concurrency (`X-Rate-Limit-Limit: 0`).
     pub concurrency_limited: bool,
-    /// Milliseconds since the simulator started.
+    /// When the request arrived, milliseconds since the Unix epoch (rate-limit windows are
+    /// aligned to it).
     pub at_ms: u64,
     pub request_body: Option<serde_json::Value>,
     pub response_body: Option<serde_json::Value>,
@@ -119,7 +120,6 @@ pub struct Shared {
     /// Issued access tokens → expiry.
     tokens: Mutex<HashMap<String, Instant>>,
     rng: Mutex<rand::rngs::StdRng>,
-    started: Instant,
 }
 
 impl Shared {
@@ -133,7 +133,6 @@ impl Shared {
             in_flight: AtomicUsize::new(0),
             log: Mutex::new(VecDeque::new()),
             tokens: Mutex::new(HashMap::new()),
-            started: Instant::now(),
         }))
     }
 
@@ -226,8 +225,11 @@ impl Shared {
         log.push_back(entry);
     }
 
-    fn elapsed_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 
     fn draw(&self) -> f64 {

@@ -222,7 +222,8 @@ struct Known {
 
 enum Lookup {
     Found(String),
-    Missing,
+    /// No user; with the lookup's 404 when there was one (for the dead letter's context).
+    Missing(Option<Failure>),
 }
 
 /// Applies updates; shared by the consumer loop's tasks and `dlq redrive`.
@@ -293,7 +294,7 @@ impl Applier {
                 .await
                 .map_err(|f| ApplyError::from_failure(f, c))?;
             match found.as_slice() {
-                [] => Ok(Lookup::Missing),
+                [] => Ok(Lookup::Missing(None)),
                 [one] => Ok(Lookup::Found(
                     one.get("id")
                         .and_then(Value::as_str)
@@ -340,7 +341,7 @@ impl Applier {
                             .unwrap_or_default()
                             .to_owned(),
                     )),
-                    Err(f) if f.last.status == Some(404) => Ok(Lookup::Missing),
+                    Err(f) if f.last.status == Some(404) => Ok(Lookup::Missing(Some(f))),
                     Err(f) => Err(ApplyError::from_failure(f, c)),
                 }
             }
@@ -404,15 +405,19 @@ impl Applier {
             Some(k) => k.user_id.clone(),
             None => match self.find_user(u).await? {
                 Lookup::Found(id) => id,
-                Lookup::Missing if u.kind == UpdateKind::Redact => {
+                Lookup::Missing(_) if u.kind == UpdateKind::Redact => {
                     return Ok(Outcome::Skipped("redact_user_not_found"))
                 }
-                Lookup::Missing => match self.missing_user {
+                Lookup::Missing(lookup) => match self.missing_user {
                     MissingUser::DeadLetter => {
-                        return Err(permanent(
-                            "missing_user",
-                            "no Okta user matches the customer",
-                        ))
+                        return Err(ApplyError::Permanent {
+                            reason: "missing_user",
+                            message: format!(
+                                "no Okta user matches the customer (lookup: {:?})",
+                                self.lookup
+                            ),
+                            failure: lookup,
+                        })
                     }
                     MissingUser::Skip => return Ok(Outcome::Skipped("missing_user")),
                     MissingUser::Create => {
@@ -459,11 +464,14 @@ impl Applier {
                     self.cache.invalidate(&key);
                     user_id = match self.find_user(u).await? {
                         Lookup::Found(id) => id,
-                        Lookup::Missing => {
-                            return Err(permanent(
-                                "missing_user",
-                                "the Okta user the writer knew is gone and no other matches",
-                            ))
+                        Lookup::Missing(lookup) => {
+                            return Err(ApplyError::Permanent {
+                                reason: "missing_user",
+                                message: "the Okta user the writer knew is gone and no other \
+                                          matches"
+                                    .into(),
+                                failure: lookup,
+                            })
                         }
                     };
                     self.cache.insert(

@@ -46,6 +46,8 @@ struct BucketState {
     /// `(limit, remaining estimate, reset epoch second)` while the window is known.
     known: Option<(u64, i64, u64)>,
     in_flight: u32,
+    /// Requests sent in this bucket so far; a permit carries its sequence number.
+    sent: u64,
 }
 
 #[derive(Debug)]
@@ -73,6 +75,7 @@ pub struct Limiter {
 pub struct Permit<'a> {
     limiter: &'a Limiter,
     bucket: &'static str,
+    seq: u64,
 }
 
 fn now_epoch() -> f64 {
@@ -139,6 +142,8 @@ impl Limiter {
                 };
                 if concurrency_ok && bucket_ok {
                     b.in_flight += 1;
+                    b.sent += 1;
+                    let seq = b.sent;
                     if let Some((_, remaining, _)) = b.known.as_mut() {
                         *remaining -= 1;
                         self.metrics
@@ -151,6 +156,7 @@ impl Limiter {
                     return Permit {
                         limiter: self,
                         bucket,
+                        seq,
                     };
                 }
                 // Waiting for a reset sleeps until it; otherwise a finished request wakes us.
@@ -210,9 +216,11 @@ impl Permit<'_> {
         }
         let Some(h) = headers else { return };
         let b = st.buckets.entry(self.bucket).or_default();
-        // The server's count includes this request, not necessarily the others still in flight.
-        let others = i64::from(b.in_flight.saturating_sub(1));
-        let mut from_server = h.remaining as i64 - others;
+        // The server's count includes this request and, nearly always, those sent before it;
+        // the ones sent after it may not be counted yet. (Reordering among concurrent requests
+        // is what the margin is for.)
+        let sent_after = (b.sent - self.seq) as i64;
+        let mut from_server = h.remaining as i64 - sent_after;
         if status == 429 {
             l.metrics.rate_limited.with_label_values(&["rate"]).inc();
             from_server = 0;
