@@ -496,6 +496,11 @@ pub fn group_json(g: &Group, base: &str) -> Value {
     } else {
         "okta:user_group"
     };
+    // Okta omits an unset description (the spec's OktaUserGroupProfile has no null there).
+    let mut profile = json!({"name": g.name});
+    if let Some(d) = &g.description {
+        profile["description"] = json!(d);
+    }
     json!({
         "id": g.id,
         "created": "2026-01-01T00:00:00.000Z",
@@ -503,7 +508,7 @@ pub fn group_json(g: &Group, base: &str) -> Value {
         "lastMembershipUpdated": g.last_membership_updated,
         "objectClass": [object_class],
         "type": g.group_type,
-        "profile": {"name": g.name, "description": g.description},
+        "profile": profile,
         "_links": {
             "users": {"href": format!("{base}/api/v1/groups/{}/users", g.id)},
         },
