@@ -223,7 +223,7 @@ struct Known {
 enum Lookup {
     Found(String),
     /// No user; with the lookup's 404 when there was one (for the dead letter's context).
-    Missing(Option<Failure>),
+    Missing(Option<Box<Failure>>),
 }
 
 /// Applies updates; shared by the consumer loop's tasks and `dlq redrive`.
@@ -341,7 +341,7 @@ impl Applier {
                             .unwrap_or_default()
                             .to_owned(),
                     )),
-                    Err(f) if f.last.status == Some(404) => Ok(Lookup::Missing(Some(f))),
+                    Err(f) if f.last.status == Some(404) => Ok(Lookup::Missing(Some(Box::new(f)))),
                     Err(f) => Err(ApplyError::from_failure(f, c)),
                 }
             }
@@ -416,7 +416,7 @@ impl Applier {
                                 "no Okta user matches the customer (lookup: {:?})",
                                 self.lookup
                             ),
-                            failure: lookup,
+                            failure: lookup.map(|f| *f),
                         })
                     }
                     MissingUser::Skip => return Ok(Outcome::Skipped("missing_user")),
@@ -470,7 +470,7 @@ impl Applier {
                                 message: "the Okta user the writer knew is gone and no other \
                                           matches"
                                     .into(),
-                                failure: lookup,
+                                failure: lookup.map(|f| *f),
                             })
                         }
                     };

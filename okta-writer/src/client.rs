@@ -450,7 +450,7 @@ impl OktaClient {
             .unwrap_or(3600);
         Ok((
             SecretString::from(token.to_owned()),
-            Duration::from_secs(lifetime.max(60)),
+            Duration::from_secs(lifetime.max(1)),
         ))
     }
 

@@ -207,6 +207,11 @@ impl Entry {
     }
 }
 
+type Time = chrono::DateTime<chrono::Utc>;
+
+/// (segments topic, partition, record key) → offset of the customer's newest update there.
+type NewestUpdates = HashMap<(String, i32, Vec<u8>), i64>;
+
 /// The topic's entries with the last redrive outcome recorded for each.
 #[derive(Debug, Default)]
 pub struct DeadLetters {
@@ -228,7 +233,7 @@ impl DeadLetters {
 }
 
 fn reader(settings: &Settings, bootstrap: &str) -> anyhow::Result<BaseConsumer> {
-    Ok(service_runtime::kafka::client_config(
+    service_runtime::kafka::client_config(
         &settings.kafka,
         bootstrap,
         &[("client.id", "tierflow-okta-writer-dlq")],
@@ -239,7 +244,7 @@ fn reader(settings: &Settings, bootstrap: &str) -> anyhow::Result<BaseConsumer> 
         ],
     )?
     .create()
-    .context("creating a Kafka consumer")?)
+    .context("creating a Kafka consumer")
 }
 
 /// Read the whole dead-letter topic as it is now.
@@ -324,14 +329,8 @@ pub fn list(
     let dl = read(settings, bootstrap)?;
     let picked = filter.select(&dl);
     let now = chrono::Utc::now();
-    let mut by_reason: BTreeMap<
-        &str,
-        (
-            usize,
-            Option<chrono::DateTime<chrono::Utc>>,
-            Option<chrono::DateTime<chrono::Utc>>,
-        ),
-    > = BTreeMap::new();
+    // reason → (count, oldest failure, newest failure)
+    let mut by_reason: BTreeMap<&str, (usize, Option<Time>, Option<Time>)> = BTreeMap::new();
     for e in &picked {
         let r = by_reason.entry(e.reason()).or_default();
         r.0 += 1;
@@ -422,7 +421,7 @@ fn newer_updates(
     settings: &Settings,
     bootstrap: &str,
     from: &BTreeMap<(String, i32), i64>,
-) -> anyhow::Result<HashMap<(String, i32, Vec<u8>), i64>> {
+) -> anyhow::Result<NewestUpdates> {
     let consumer = reader(settings, bootstrap)?;
     let mut newest = HashMap::new();
     for ((topic, partition), start) in from {

@@ -137,7 +137,7 @@ impl Limiter {
                     None => (b.in_flight == 0, None),
                     Some((limit, remaining, reset)) => {
                         let ok = remaining > reserve_of(limit);
-                        (ok, (!ok).then(|| reset as f64 + grace - now))
+                        (ok, (!ok).then_some(reset as f64 + grace - now))
                     }
                 };
                 if concurrency_ok && bucket_ok {

@@ -237,7 +237,7 @@ async fn redrive_leaves_entries_superseded_by_a_later_update() {
         })
         .unwrap();
     let newer = update(3, 40_000, 5, Some("VIP"));
-    produce(&bootstrap, &[newer.clone()]).await;
+    produce(&bootstrap, std::slice::from_ref(&newer)).await;
     wait_for("the newer update", Duration::from_secs(30), || {
         okta_matches(&sim, &newer)
     })
@@ -273,7 +273,7 @@ async fn a_burst_of_100_updates_for_one_customer_costs_at_most_3_calls() {
     let writer = start(settings.clone(), &bootstrap).await;
     // First contact (lookup, profile, groups read, membership) warms the cache.
     let first = update(0, 500, 1, None);
-    produce(&bootstrap, &[first.clone()]).await;
+    produce(&bootstrap, std::slice::from_ref(&first)).await;
     wait_for("the first update", Duration::from_secs(30), || {
         okta_matches(&sim, &first)
     })
@@ -313,7 +313,7 @@ async fn a_burst_of_100_updates_for_one_customer_costs_at_most_3_calls() {
     // A spend-only change (same tier) is one call.
     sim.shared.clear_requests();
     let spend_only = update(0, 500 + 700 * 101 + 1, 102, Some(tier_of(500 + 700 * 101)));
-    produce(&bootstrap, &[spend_only.clone()]).await;
+    produce(&bootstrap, std::slice::from_ref(&spend_only)).await;
     wait_for("the spend-only update", Duration::from_secs(30), || {
         okta_matches(&sim, &spend_only)
     })
@@ -331,7 +331,7 @@ async fn credentials_storm_pauses_without_dead_letters_and_resumes() {
     let settings = settings(&bootstrap, &sim.base_url(), "w-401");
     let writer = start(settings.clone(), &bootstrap).await;
     let warm = update(0, 300, 1, None);
-    produce(&bootstrap, &[warm.clone()]).await;
+    produce(&bootstrap, std::slice::from_ref(&warm)).await;
     wait_for("a first update", Duration::from_secs(30), || {
         okta_matches(&sim, &warm)
     })
