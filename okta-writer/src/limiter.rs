@@ -2,9 +2,11 @@
 //!
 //! Okta counts requests per bucket in fixed windows and reports, on every response, the bucket's
 //! `X-Rate-Limit-Limit`, `-Remaining` and `-Reset` (epoch second the window ends). The limiter
-//! keeps, per bucket, an estimate of what remains (decremented on every send, corrected down by
-//! every response) and lets a request go only while the estimate stays above the part of the
-//! bucket reserved for others: `limit - floor(limit * share * (1 - margin))`. Until a bucket's
+//! keeps, per bucket, an estimate of what remains: `limit - max(requests this writer sent in
+//! the window, the highest count the server reported)`, i.e. decremented on every send and
+//! lowered by any response showing other clients' use. A request goes only while the estimate
+//! stays above the part of the bucket reserved for others:
+//! `limit - floor(limit * share * (1 - margin))`. Until a bucket's
 //! headers are known (first request, or a window that has passed its reset), one request at a
 //! time goes out as a probe; once they are known no request is sent into an empty bucket, so
 //! 429s after the first response of a window mean another client spent our share.
@@ -48,6 +50,8 @@ struct BucketState {
     in_flight: u32,
     /// Requests sent in this bucket so far; a permit carries its sequence number.
     sent: u64,
+    /// Sequence numbers of the requests still unanswered.
+    unanswered: std::collections::BTreeSet<u64>,
 }
 
 #[derive(Debug)]
@@ -144,6 +148,7 @@ impl Limiter {
                     b.in_flight += 1;
                     b.sent += 1;
                     let seq = b.sent;
+                    b.unanswered.insert(seq);
                     if let Some((_, remaining, _)) = b.known.as_mut() {
                         *remaining -= 1;
                         self.metrics
@@ -216,21 +221,27 @@ impl Permit<'_> {
         }
         let Some(h) = headers else { return };
         let b = st.buckets.entry(self.bucket).or_default();
-        // The server's count includes this request and, nearly always, those sent before it;
-        // the ones sent after it may not be counted yet. (Reordering among concurrent requests
-        // is what the margin is for.)
-        let sent_after = (b.sent - self.seq) as i64;
-        let mut from_server = h.remaining as i64 - sent_after;
+        b.unanswered.remove(&self.seq);
         if status == 429 {
             l.metrics.rate_limited.with_label_values(&["rate"]).inc();
-            from_server = 0;
         }
+        let reported = if status == 429 { 0 } else { h.remaining as i64 };
         b.known = match b.known {
-            Some((_, est, reset)) if reset == h.reset => {
-                Some((h.limit, est.min(from_server), reset))
+            // Within a window the estimate already counts every request this writer sent
+            // (decremented on send), so it only needs the server's word when the server counts
+            // more (other clients): remaining = limit - max(our sends, the server's count). No
+            // subtraction of our in-flight requests here: they may or may not be in `reported`
+            // (concurrent requests are processed out of order), and subtracting them would
+            // count them twice and waste budget.
+            Some((_, est, reset)) if reset == h.reset => Some((h.limit, est.min(reported), reset)),
+            // A late response from a window that has already passed.
+            Some((_, _, reset)) if reset > h.reset => b.known,
+            // A new window: the server has counted this request; those sent after it and still
+            // unanswered may not be counted yet.
+            _ => {
+                let uncounted = b.unanswered.range(self.seq + 1..).count() as i64;
+                Some((h.limit, reported - uncounted, h.reset))
             }
-            Some((_, _, reset)) if reset > h.reset => b.known, // a late response from an older window
-            _ => Some((h.limit, from_server, h.reset)),
         };
         if let Some((limit, remaining, reset)) = b.known {
             l.metrics
@@ -258,6 +269,7 @@ impl Drop for Permit<'_> {
             l.metrics.in_flight.set(st.in_flight as i64);
             if let Some(b) = st.buckets.get_mut(self.bucket) {
                 b.in_flight = b.in_flight.saturating_sub(1);
+                b.unanswered.remove(&self.seq);
             }
         }
         l.changed.notify_waiters();
@@ -314,6 +326,54 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(50), l.acquire("other"))
                 .await
                 .unwrap(),
+        );
+    }
+
+    #[test]
+    fn the_share_of_a_bucket() {
+        let l = Limiter::new(0.5, 0.05, 4, Metrics::unregistered());
+        assert_eq!(l.reserve(40), 21, "19 of 40 are ours");
+        assert_eq!(l.reserve(600), 315, "285 of 600");
+        assert_eq!(l.reserve(1), 0, "at least one request per window");
+    }
+
+    #[tokio::test]
+    async fn other_clients_use_shrinks_what_is_left_for_us() {
+        let l = limiter(10);
+        let p = l.acquire("b").await;
+        p.observe(
+            Some(RateHeaders {
+                limit: 40,
+                remaining: 39,
+                reset: reset_in(60),
+            }),
+            200,
+        );
+        drop(p);
+        // Someone else spent 14: the next response says 25 remain (our two counted), so
+        // 25 - 20 (the reserve) = 5 more for us.
+        let p = l.acquire("b").await;
+        p.observe(
+            Some(RateHeaders {
+                limit: 40,
+                remaining: 25,
+                reset: reset_in(60),
+            }),
+            200,
+        );
+        drop(p);
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(
+                tokio::time::timeout(Duration::from_millis(50), l.acquire("b"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), l.acquire("b"))
+                .await
+                .is_err()
         );
     }
 

@@ -438,6 +438,7 @@ async fn a_backlog_drains_within_the_bucket_using_most_of_the_share() {
     assert!(full.len() >= 2, "{per_window:?}");
     let used: u32 = full.iter().sum();
     let utilisation = f64::from(used) / f64::from(share * full.len() as u32);
+    eprintln!("updateUser per 1 s window (limit {LIMIT}, share {share}): {per_window:?}; utilisation of full windows {utilisation:.3}");
     assert!(
         utilisation >= 0.9,
         "used {utilisation:.2} of the budget: {per_window:?}"
