@@ -401,6 +401,11 @@ impl Applier {
             .with_label_values(&[if known.is_some() { "hit" } else { "miss" }])
             .inc();
         let mut created = false;
+        let needs_email = matches!(self.lookup, UserLookup::Login | UserLookup::Email);
+        if known.is_none() && u.kind == UpdateKind::Redact && needs_email && u.email.is_none() {
+            // Nothing left to find the user by; the segmenter never knew their email.
+            return Ok(Outcome::Skipped("redact_user_not_found"));
+        }
         let mut user_id = match &known {
             Some(k) => k.user_id.clone(),
             None => match self.find_user(u).await? {
@@ -435,7 +440,8 @@ impl Applier {
         let applied = known
             .as_ref()
             .and_then(|k| k.applied.clone())
-            .filter(|_| trusted && mappable);
+            // A redaction always reads the groups: it must leave no tier membership behind.
+            .filter(|_| trusted && mappable && u.kind == UpdateKind::Segment);
         // Invalidate first: if anything below fails, the next attempt starts untrusted.
         self.cache.insert(
             key.clone(),

@@ -444,3 +444,128 @@ async fn a_backlog_drains_within_the_bucket_using_most_of_the_share() {
         "used {utilisation:.2} of the budget: {per_window:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redaction_clears_the_attributes_and_every_tier_group() {
+    let broker = broker();
+    let bootstrap = broker.bootstrap_servers();
+    let sim = sim(SimConfig::default(), 2).await;
+    let settings = settings(&bootstrap, &sim.base_url(), "w-redact");
+    let writer = start(settings.clone(), &bootstrap).await;
+    let vip = update(1, 90_000, 9, Some("Potential"));
+    produce(&bootstrap, std::slice::from_ref(&vip)).await;
+    wait_for("the VIP update", Duration::from_secs(30), || {
+        okta_matches(&sim, &vip)
+    })
+    .await;
+    // Drift: someone also put the customer in Active by hand.
+    {
+        let mut store = sim.shared.store.lock().unwrap();
+        let uid = store.user(&email(1)).unwrap().id.clone();
+        let gid = store.group_by_name(&group("Active")).unwrap().id.clone();
+        store.set_membership(&gid, &uid, true).unwrap();
+    }
+    let mut redact = update(1, 0, 0, Some("VIP"));
+    redact.kind = schemas::UpdateKind::Redact;
+    redact.tier = None;
+    redact.currency = None;
+    redact.event_id = redact.compute_event_id();
+    // And a customer the segmenter never knew an email for: skipped, not dead-lettered.
+    let mut unknown = redact.clone();
+    unknown.customer_id = 77;
+    unknown.email = None;
+    produce(&bootstrap, &[redact, unknown]).await;
+    wait_for("the redaction", Duration::from_secs(30), || {
+        sim.shared.groups_of(&email(1)) == ["Everyone"]
+            && sim.shared.profile(&email(1)).is_some_and(|p| {
+                p["shopify_total_spent"].is_null() && p["shopify_orders_count"].is_null()
+            })
+    })
+    .await;
+    let started = std::time::Instant::now();
+    while writer
+        .metric("tierflow_okta_writer_skipped_total{reason=\"redact_user_not_found\"}")
+        .await
+        < 1.0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the unknown customer's redaction was not skipped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    writer.stop().await;
+    assert!(dead_letters(&settings, &bootstrap).await.entries.is_empty());
+}
+
+#[tokio::test]
+async fn tier_groups_must_exist_once_and_be_okta_groups() {
+    use okta_sim::SeedGroup;
+    let check = |extra: Vec<SeedGroup>, drop: &'static str| async move {
+        let mut seed = okta_sim::seed(&[], &[]);
+        for t in TIERS {
+            if group(t) != drop {
+                seed.groups.push(SeedGroup {
+                    name: group(t),
+                    group_type: "OKTA_GROUP".into(),
+                    description: None,
+                });
+            }
+        }
+        seed.groups.extend(extra);
+        let sim = okta_sim::SimHandle::start(SimConfig::default(), &seed)
+            .await
+            .unwrap();
+        let s = settings("127.0.0.1:1", &sim.base_url(), "w-groups");
+        okta_writer::applier(&s, okta_writer::metrics::Metrics::unregistered())
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    };
+    check(vec![], "").await.unwrap();
+    let e = check(vec![], "Shopify New").await.unwrap_err();
+    assert!(
+        e.contains("`Shopify New`") && e.contains("does not exist"),
+        "{e}"
+    );
+    // Same name twice: the simulator refuses duplicate names in a seed, so add it afterwards.
+    let mut seed = okta_sim::seed(
+        &TIERS
+            .map(group)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    seed.groups.truncate(4);
+    let sim = okta_sim::SimHandle::start(SimConfig::default(), &seed)
+        .await
+        .unwrap();
+    sim.shared
+        .store
+        .lock()
+        .unwrap()
+        .add_group("Shopify VIP", "OKTA_GROUP", None);
+    let s = settings("127.0.0.1:1", &sim.base_url(), "w-groups");
+    let e = format!(
+        "{:#}",
+        okta_writer::applier(&s, okta_writer::metrics::Metrics::unregistered())
+            .await
+            .unwrap_err()
+    );
+    assert!(e.contains("2 Okta groups are named `Shopify VIP`"), "{e}");
+    let e = check(
+        vec![SeedGroup {
+            name: group("Active"),
+            group_type: "APP_GROUP".into(),
+            description: None,
+        }],
+        "Shopify Active",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains("APP_GROUP") && e.contains("`Shopify Active`"),
+        "{e}"
+    );
+}
