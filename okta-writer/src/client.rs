@@ -556,6 +556,23 @@ impl OktaClient {
         body: Option<Value>,
     ) -> Result<Response, Failure> {
         let url = if path_and_query.starts_with("http") {
+            // A `Link: rel="next"` target. The credentials go only to the configured org.
+            if !path_and_query.starts_with(&format!("{}/", self.base)) {
+                let now = SystemTime::now();
+                return Err(Failure {
+                    last: OktaError::local(
+                        op.name(),
+                        format!(
+                            "refusing to follow a link outside {}: {path_and_query}",
+                            self.base
+                        ),
+                    ),
+                    attempts: 0,
+                    first_failure: now,
+                    last_failure: now,
+                    exhausted: false,
+                });
+            }
             path_and_query.to_owned()
         } else {
             format!("{}{path_and_query}", self.base)
