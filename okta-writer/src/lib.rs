@@ -22,7 +22,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::sync::watch;
 
 /// An Okta client plus the resolved tier groups: what the service and `dlq redrive` apply with.
 pub async fn applier(
@@ -54,34 +53,23 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let registry = service_runtime::admin::registry("okta-writer");
     let metrics = metrics::Metrics::register(&registry).context("registering metrics")?;
-    let listen = settings.okta_writer.admin_listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding okta_writer.admin_listen {listen}"))?;
-    let addr = listener.local_addr()?;
+    let admin = service_runtime::admin::AdminServer::start(
+        settings.okta_writer.admin_listen,
+        "okta_writer.admin_listen",
+        registry,
+    )
+    .await?;
     if let Some(tx) = bound {
-        let _ = tx.send(addr);
+        let _ = tx.send(admin.addr);
     }
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let admin = tokio::spawn(service_runtime::admin::serve(
-        listener,
-        service_runtime::admin::router(registry),
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-    ));
     let result = async {
         let applier = Arc::new(applier(settings, metrics.clone()).await?);
         let writer = service::Writer::new(settings, bootstrap, applier, metrics)?;
-        tracing::info!(admin = %addr, group = %settings.okta_writer.group_id, okta = %settings.base_url()?, "okta-writer running");
+        tracing::info!(admin = %admin.addr, group = %settings.okta_writer.group_id, okta = %settings.base_url()?, "okta-writer running");
         writer.run(shutdown).await
     }
     .await;
-    let _ = stop_tx.send(true);
-    admin
-        .await
-        .context("admin task")?
-        .context("admin listener")?;
+    admin.stop().await?;
     result
 }
 

@@ -86,14 +86,7 @@ async fn permanent_errors_are_dead_lettered_with_context_and_redrive_applies_the
     let invalid = update(1, 12_000, 2, Some("Potential"));
     produce(&bootstrap, &[missing.clone(), invalid.clone()]).await;
     let writer = start(settings.clone(), &bootstrap).await;
-    let mut dl = dead_letters(&settings, &bootstrap).await;
-    for _ in 0..200 {
-        if dl.entries.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        dl = dead_letters(&settings, &bootstrap).await;
-    }
+    let dl = wait_dead_letters(&settings, &bootstrap, 2).await;
     assert_eq!(dl.entries.len(), 2, "{dl:?}");
     let by_key = |k: &str| dl.entries.iter().find(|e| e.key_str() == k).unwrap();
     let e = by_key(&key(&missing));
@@ -219,14 +212,7 @@ async fn redrive_leaves_entries_superseded_by_a_later_update() {
     let old = update(3, 60_000, 5, Some("Active"));
     produce(&bootstrap, &[old]).await;
     let writer = start(settings.clone(), &bootstrap).await;
-    let mut dl = dead_letters(&settings, &bootstrap).await;
-    for _ in 0..200 {
-        if !dl.entries.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        dl = dead_letters(&settings, &bootstrap).await;
-    }
+    let dl = wait_dead_letters(&settings, &bootstrap, 1).await;
     assert_eq!(dl.entries.len(), 1);
     // The user appears, and a newer update (a refund) is applied normally.
     sim.shared

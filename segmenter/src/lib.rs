@@ -19,7 +19,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use tokio::sync::watch;
 
 /// Bind the admin listener, connect to Kafka, and run until `shutdown`; returns the admin
 /// address through `bound` as soon as it is known (tests bind port 0).
@@ -31,29 +30,21 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let registry = service_runtime::admin::registry("segmenter");
     let metrics = metrics::Metrics::register(&registry).context("registering metrics")?;
-    let listen = settings.segmenter.admin_listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding segmenter.admin_listen {listen}"))?;
-    let addr = listener.local_addr()?;
+    let admin = service_runtime::admin::AdminServer::start(
+        settings.segmenter.admin_listen,
+        "segmenter.admin_listen",
+        registry,
+    )
+    .await?;
     if let Some(tx) = bound {
-        let _ = tx.send(addr);
+        let _ = tx.send(admin.addr);
     }
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let admin = tokio::spawn(service_runtime::admin::serve(
-        listener,
-        service_runtime::admin::router(registry),
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-    ));
-    let segmenter = service::Segmenter::new(settings, bootstrap, metrics)?;
-    tracing::info!(admin = %addr, group = %settings.segmenter.group_id, "segmenter running");
-    let result = segmenter.run(shutdown).await;
-    let _ = stop_tx.send(true);
-    admin
-        .await
-        .context("admin task")?
-        .context("admin listener")?;
+    let result = async {
+        let segmenter = service::Segmenter::new(settings, bootstrap, metrics)?;
+        tracing::info!(admin = %admin.addr, group = %settings.segmenter.group_id, "segmenter running");
+        segmenter.run(shutdown).await
+    }
+    .await;
+    admin.stop().await?;
     result
 }

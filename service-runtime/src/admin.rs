@@ -51,6 +51,44 @@ async fn metrics(State(registry): State<Registry>) -> impl IntoResponse {
     }
 }
 
+/// A service's admin listener (`/metrics`, `/healthz`) serving in the background.
+#[derive(Debug)]
+pub struct AdminServer {
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl AdminServer {
+    /// Bind `listen` (named `field` in the error an operator sees) and serve `registry`.
+    pub async fn start(
+        listen: std::net::SocketAddr,
+        field: &str,
+        registry: Registry,
+    ) -> anyhow::Result<AdminServer> {
+        use anyhow::Context;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {field} {listen}"))?;
+        let addr = listener.local_addr()?;
+        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(serve(listener, router(registry), async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }));
+        Ok(AdminServer { addr, stop, task })
+    }
+
+    /// Stop serving and wait for the listener to close.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let _ = self.stop.send(true);
+        self.task
+            .await
+            .context("admin task")?
+            .context("admin listener")
+    }
+}
+
 /// Serve `router` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,

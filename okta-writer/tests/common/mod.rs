@@ -266,3 +266,24 @@ pub async fn dead_letters(settings: &Settings, bootstrap: &str) -> okta_writer::
         .unwrap()
         .unwrap()
 }
+
+/// Wait until the dead-letter topic holds at least `n` entries; returns what it holds.
+pub async fn wait_dead_letters(
+    settings: &Settings,
+    bootstrap: &str,
+    n: usize,
+) -> okta_writer::dlq::DeadLetters {
+    let started = Instant::now();
+    loop {
+        let dl = dead_letters(settings, bootstrap).await;
+        if dl.entries.len() >= n {
+            return dl;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{} dead letters after 30 s, want {n}",
+            dl.entries.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
