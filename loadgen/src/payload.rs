@@ -42,7 +42,7 @@ impl OrderSpec {
             order_id,
             customer_id,
             email: match customer_id {
-                Some(c) => format!("customer-{c}@example.com"),
+                Some(c) => customer_email(c),
                 None => format!("guest-{order_id}@example.com"),
             },
             line_items: (0..items)
@@ -184,6 +184,19 @@ pub fn order_body(spec: &OrderSpec, shop: &str) -> Vec<u8> {
     text.replace('/', "\\/").into_bytes()
 }
 
+/// The first of the customer ids an [`OrderStream`] uses (18 digits, like Shopify's).
+pub const FIRST_CUSTOMER_ID: u64 = 115_310_627_314_723_954;
+
+/// The ids of an [`OrderStream`]'s `customers` customers.
+pub fn customer_ids(customers: u64) -> impl Iterator<Item = u64> {
+    (0..customers).map(|i| FIRST_CUSTOMER_ID + i)
+}
+
+/// The email every order of customer `id` carries (their Okta login in a local pipeline).
+pub fn customer_email(id: u64) -> String {
+    format!("customer-{id}@example.com")
+}
+
 /// A reproducible stream of orders over `customers` customers (about 1 in 20 a guest).
 #[derive(Debug)]
 pub struct OrderStream {
@@ -211,7 +224,7 @@ impl Iterator for OrderStream {
         let customer = if self.rng.random_ratio(1, 20) {
             None
         } else {
-            Some(115_310_627_314_723_954 + self.rng.random_range(0..self.customers))
+            Some(FIRST_CUSTOMER_ID + self.rng.random_range(0..self.customers))
         };
         Some(OrderSpec::random(&mut self.rng, self.next_order, customer))
     }

@@ -1,0 +1,160 @@
+//! `tierflow`: `dev` runs the whole pipeline locally; `lag` prints a consumer group's lag.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tierflow::pipeline::{DevOptions, Pipeline, PipelineSettings};
+use tierflow::status;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Shopify order webhooks in, customer spending tiers in Okta out.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run the whole pipeline in this process: the embedded Kafka broker (or --brokers), the
+    /// ingest, the segmenter, the Okta writer, an Okta simulator seeded with the tier groups
+    /// and users, optionally loadgen traffic, and a status page.
+    Dev {
+        /// The pipeline config.
+        #[arg(long, env = "TIERFLOW_CONFIG", default_value = "config/dev.toml")]
+        config: PathBuf,
+        /// Kafka bootstrap servers instead of the configured ones.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Send this many signed webhooks per second (loadgen).
+        #[arg(long, value_name = "PER_SECOND")]
+        load: Option<f64>,
+        /// Okta users to create in the simulator (loadgen's customers).
+        #[arg(long, default_value_t = 1000)]
+        users: u64,
+        /// Distinct customers loadgen's orders spread over.
+        #[arg(long, default_value_t = 1000)]
+        customers: u64,
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        status_listen: SocketAddr,
+        /// Lift the Okta simulator's rate limits (default: Okta's typical buckets, e.g. 600
+        /// profile updates a minute, of which the writer takes half).
+        #[arg(long)]
+        okta_unthrottled: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Dev {
+            config,
+            brokers,
+            load,
+            users,
+            customers,
+            status_listen,
+            okta_unthrottled,
+        } => {
+            let env: Vec<(String, String)> = service_runtime::config::process_env().collect();
+            let settings = match PipelineSettings::load(Some(&config), env, brokers) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("tierflow dev: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            let options = DevOptions {
+                users,
+                load,
+                customers,
+                ephemeral_ports: false,
+                status_listen,
+                okta_unthrottled,
+            };
+            service_runtime::run_service("tierflow dev", dev(settings, options))
+        }
+    }
+}
+
+async fn dev(settings: PipelineSettings, options: DevOptions) -> anyhow::Result<()> {
+    let _telemetry =
+        service_runtime::telemetry::init("tierflow", settings.ingest.telemetry.log_format)?;
+    // The embedded broker lives on this thread for as long as the pipeline runs (it is !Send).
+    let (bootstrap, _embedded) = service_runtime::kafka::resolve_brokers(
+        &settings.ingest.kafka,
+        &settings.ingest.topics,
+        "tierflow dev",
+    )?;
+    let segments = settings.ingest.topics.segments.clone();
+    let pipeline = Pipeline::start(settings, &bootstrap, &options).await?;
+    let data: status::Shared = Arc::new(Mutex::new(status::StatusData::default()));
+    let (status_addr, status_task) =
+        status::serve(options.status_listen, data.clone(), pipeline.stopped()).await?;
+    let e = &pipeline.endpoints;
+    println!("tierflow dev is running (Ctrl-C stops it):");
+    println!("  Kafka               {}", e.bootstrap);
+    println!(
+        "  webhooks            POST http://{}/webhooks/shopify",
+        e.webhooks
+    );
+    println!(
+        "  Okta simulator      {} (state: {}/__sim/state)",
+        e.okta, e.okta
+    );
+    println!("  status page         http://{status_addr}/");
+    println!("  metrics             http://{}/metrics (ingest), http://{}/metrics (segmenter), http://{}/metrics (okta-writer)", e.ingest_admin, e.segmenter_admin, e.writer_admin);
+    if let Some(rate) = options.load {
+        println!(
+            "  loadgen             {rate} webhooks/s over {} customers",
+            options.customers
+        );
+    } else {
+        println!("  traffic             none; try --load 100, or: cargo run --release --bin loadgen -- --secret dev-secret --url http://{}/webhooks/shopify", e.webhooks);
+    }
+    let collector = tokio::spawn(status::collect(
+        data.clone(),
+        e.clone(),
+        pipeline.sim.clone(),
+        pipeline.stopped(),
+    ));
+    let tail = tokio::spawn(status::tail_tier_changes(
+        data.clone(),
+        bootstrap.clone(),
+        segments,
+        pipeline.stopped(),
+    ));
+    let shutdown = service_runtime::shutdown::signal();
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {}
+        }
+        if let Some(name) = pipeline.failed() {
+            eprintln!("tierflow dev: {name} stopped unexpectedly; shutting down");
+            break;
+        }
+        let d = data.lock().unwrap_or_else(|p| p.into_inner());
+        let n = d.samples.len();
+        if let Some(last) = d.samples.back() {
+            let prev = n.checked_sub(3).and_then(|i| d.samples.get(i));
+            println!("{}", status::summary_line(prev, last));
+        }
+    }
+    println!("stopping: each service commits what it finished");
+    let result = pipeline.stop().await;
+    let _ = collector.await;
+    let _ = tail.await;
+    status_task.await.context("status page")??;
+    result
+}
