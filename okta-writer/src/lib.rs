@@ -56,15 +56,24 @@ pub async fn run(
     let admin = service_runtime::admin::AdminServer::start(
         settings.okta_writer.admin_listen,
         "okta_writer.admin_listen",
-        registry,
+        registry.clone(),
     )
     .await?;
     if let Some(tx) = bound {
         let _ = tx.send(admin.addr);
     }
+    let lag_metrics =
+        service_runtime::lag::LagMetrics::register(&registry).context("registering lag metrics")?;
     let result = async {
         let applier = Arc::new(applier(settings, metrics.clone()).await?);
         let writer = service::Writer::new(settings, bootstrap, applier, metrics)?;
+        let _lag = service_runtime::lag::spawn_exporter(
+            service_runtime::kafka::client_config(&settings.kafka, bootstrap, &[], &[])?,
+            settings.okta_writer.group_id.clone(),
+            settings.topics.segments.clone(),
+            lag_metrics,
+            std::time::Duration::from_secs(5),
+        );
         tracing::info!(admin = %admin.addr, group = %settings.okta_writer.group_id, okta = %settings.base_url()?, "okta-writer running");
         writer.run(shutdown).await
     }

@@ -46,8 +46,6 @@ pub struct Metrics {
     pub customers_in_flight: IntGauge,
     /// `tierflow_okta_writer_user_cache_total{result}`: hit or miss.
     pub user_cache: IntCounterVec,
-    /// `kafka_consumergroup_lag{consumergroup, topic, partition}` (kafka_exporter's name).
-    pub lag: IntGaugeVec,
 }
 
 impl Metrics {
@@ -146,11 +144,6 @@ impl Metrics {
                 "Customer to Okta user lookups by result (hit, miss).",
                 &["result"],
             )?,
-            lag: gauge(
-                "kafka_consumergroup_lag",
-                "Messages between the group's position and the partition's end.",
-                &["consumergroup", "topic", "partition"],
-            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_seconds.clone()))?;
@@ -170,7 +163,6 @@ impl Metrics {
         registry.register(Box::new(m.buffered.clone()))?;
         registry.register(Box::new(m.customers_in_flight.clone()))?;
         registry.register(Box::new(m.user_cache.clone()))?;
-        registry.register(Box::new(m.lag.clone()))?;
         Ok(m)
     }
 

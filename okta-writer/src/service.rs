@@ -122,7 +122,6 @@ impl Writer {
                 ("auto.offset.reset", "earliest"),
                 ("enable.auto.commit", "true"),
                 ("auto.commit.interval.ms", "1000"),
-                ("statistics.interval.ms", "5000"),
                 ("client.id", "tierflow-okta-writer"),
             ],
             &[
@@ -130,7 +129,7 @@ impl Writer {
                 ("group.id", cfg.group_id.as_str()),
             ],
         )?
-        .create_with_context(GroupContext::new(&cfg.group_id, metrics.lag.clone()))
+        .create_with_context(GroupContext::new(&cfg.group_id))
         .context("creating the Kafka consumer")?;
         let producer: FutureProducer = service_runtime::kafka::client_config(
             &settings.kafka,

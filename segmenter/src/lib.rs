@@ -33,14 +33,23 @@ pub async fn run(
     let admin = service_runtime::admin::AdminServer::start(
         settings.segmenter.admin_listen,
         "segmenter.admin_listen",
-        registry,
+        registry.clone(),
     )
     .await?;
     if let Some(tx) = bound {
         let _ = tx.send(admin.addr);
     }
+    let lag_metrics =
+        service_runtime::lag::LagMetrics::register(&registry).context("registering lag metrics")?;
     let result = async {
         let segmenter = service::Segmenter::new(settings, bootstrap, metrics)?;
+        let _lag = service_runtime::lag::spawn_exporter(
+            service_runtime::kafka::client_config(&settings.kafka, bootstrap, &[], &[])?,
+            settings.segmenter.group_id.clone(),
+            settings.topics.orders.clone(),
+            lag_metrics,
+            std::time::Duration::from_secs(5),
+        );
         tracing::info!(admin = %admin.addr, group = %settings.segmenter.group_id, "segmenter running");
         segmenter.run(shutdown).await
     }

@@ -3,7 +3,7 @@
 
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry,
+    IntGauge, Opts, Registry,
 };
 
 #[derive(Debug, Clone)]
@@ -25,8 +25,6 @@ pub struct Metrics {
     pub batch_seconds: HistogramVec,
     /// `tierflow_segmenter_batch_failures_total`: batches retried from their offsets.
     pub batch_failures: IntCounter,
-    /// `kafka_consumergroup_lag{consumergroup, topic, partition}` (kafka_exporter's name).
-    pub lag: IntGaugeVec,
 }
 
 impl Metrics {
@@ -78,13 +76,6 @@ impl Metrics {
                 "tierflow_segmenter_batch_failures_total",
                 "Batches whose produces failed and were retried from their offsets.",
             )?,
-            lag: IntGaugeVec::new(
-                Opts::new(
-                    "kafka_consumergroup_lag",
-                    "Messages between the group's position and the partition's end.",
-                ),
-                &["consumergroup", "topic", "partition"],
-            )?,
         };
         registry.register(Box::new(m.records.clone()))?;
         registry.register(Box::new(m.updates.clone()))?;
@@ -95,7 +86,6 @@ impl Metrics {
         registry.register(Box::new(m.restored_records.clone()))?;
         registry.register(Box::new(m.batch_seconds.clone()))?;
         registry.register(Box::new(m.batch_failures.clone()))?;
-        registry.register(Box::new(m.lag.clone()))?;
         Ok(m)
     }
 }

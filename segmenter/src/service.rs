@@ -88,7 +88,6 @@ impl Segmenter {
                 ("auto.offset.reset", "earliest"),
                 ("enable.auto.commit", "true"),
                 ("auto.commit.interval.ms", "1000"),
-                ("statistics.interval.ms", "5000"),
                 ("client.id", "tierflow-segmenter"),
             ],
             // Offsets are stored by the loop after a batch's acks, never by librdkafka on
@@ -98,7 +97,7 @@ impl Segmenter {
                 ("group.id", cfg.group_id.as_str()),
             ],
         )?;
-        let ctx = GroupContext::new(&cfg.group_id, metrics.lag.clone());
+        let ctx = GroupContext::new(&cfg.group_id);
         let consumer: StreamConsumer<GroupContext> = consumer_config
             .create_with_context(ctx)
             .context("creating the Kafka consumer")?;

@@ -56,30 +56,14 @@ pub fn client_config(
     Ok(config)
 }
 
-/// Set `kafka_consumergroup_lag{consumergroup, topic, partition}` (kafka_exporter's name) from
-/// a consumer's librdkafka statistics (`statistics.interval.ms`).
-pub fn record_lag(stats: &rdkafka::Statistics, group: &str, lag: &prometheus::IntGaugeVec) {
-    for (topic, t) in &stats.topics {
-        for (partition, p) in &t.partitions {
-            // librdkafka reports -1 while it does not know, and partition -1 is its internal
-            // "unassigned" bucket.
-            if *partition >= 0 && p.consumer_lag >= 0 {
-                lag.with_label_values(&[group, topic.as_str(), &partition.to_string()])
-                    .set(p.consumer_lag);
-            }
-        }
-    }
-}
-
 /// A group consumer's context: commits stored offsets synchronously when partitions are
 /// revoked (before another instance starts from the committed position), numbers every
 /// assignment of a partition (an *epoch*, so a loop can drop work from an assignment that
-/// ended), and exports consumer lag from librdkafka's statistics.
+/// ended). Lag is exported separately, from committed offsets ([`crate::lag`]).
 pub struct GroupContext {
     epochs: Mutex<HashMap<i32, u64>>,
     next_epoch: Mutex<u64>,
     group: String,
-    lag: prometheus::IntGaugeVec,
 }
 
 impl std::fmt::Debug for GroupContext {
@@ -91,12 +75,11 @@ impl std::fmt::Debug for GroupContext {
 }
 
 impl GroupContext {
-    pub fn new(group: &str, lag: prometheus::IntGaugeVec) -> GroupContext {
+    pub fn new(group: &str) -> GroupContext {
         GroupContext {
             epochs: Mutex::new(HashMap::new()),
             next_epoch: Mutex::new(0),
             group: group.to_owned(),
-            lag,
         }
     }
 
@@ -110,11 +93,7 @@ impl GroupContext {
     }
 }
 
-impl ClientContext for GroupContext {
-    fn stats(&self, stats: rdkafka::Statistics) {
-        record_lag(&stats, &self.group, &self.lag);
-    }
-}
+impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

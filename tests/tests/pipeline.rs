@@ -183,6 +183,48 @@ async fn signed_webhooks_end_as_exact_okta_state_and_the_status_page_shows_it() 
         );
     }
 
+    // `tierflow lag`: both groups caught up, every partition listed.
+    let b = bootstrap.clone();
+    let table = tokio::task::spawn_blocking(move || {
+        tierflow::lag_table(&dev_toml(), Some(b), &[]).unwrap()
+    })
+    .await
+    .unwrap();
+    for group in ["tierflow-segmenter", "tierflow-okta-writer"] {
+        let all = table
+            .lines()
+            .find(|l| l.starts_with(group) && l.contains(" all "))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(
+            all.split_whitespace().nth(3) == Some("0"),
+            "{group} caught up: {table}"
+        );
+        assert_eq!(
+            table.lines().filter(|l| l.starts_with(group)).count(),
+            7,
+            "6 partitions + total: {table}"
+        );
+    }
+    // The services export the same lag.
+    let metrics = reqwest::get(format!(
+        "http://{}/metrics",
+        pipeline.endpoints.writer_admin
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    for name in [
+        "kafka_consumergroup_lag{",
+        "kafka_consumergroup_current_offset{",
+        "kafka_consumergroup_lag_sum{",
+        "kafka_consumergroup_group_lag_seconds{",
+        "kafka_consumergroup_group_max_lag_seconds{",
+    ] {
+        assert!(metrics.contains(name), "the writer exports {name}");
+    }
+
     pipeline.stop().await.unwrap();
     collector.await.unwrap();
     tail.await.unwrap().unwrap();

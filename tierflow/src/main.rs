@@ -50,6 +50,18 @@ enum Command {
         #[arg(long)]
         okta_unthrottled: bool,
     },
+    /// Print consumer-group lag (messages and seconds) per partition, like the exported
+    /// `kafka_consumergroup_*` metrics. Without --group: the segmenter's and the writer's.
+    Lag {
+        #[arg(long, env = "TIERFLOW_CONFIG", default_value = "config/dev.toml")]
+        config: PathBuf,
+        /// Kafka bootstrap servers (required for the embedded broker: the address it printed).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// A group and the topic it consumes, `GROUP:TOPIC` (repeatable).
+        #[arg(long = "group", value_name = "GROUP:TOPIC")]
+        groups: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,6 +94,20 @@ fn main() -> ExitCode {
             };
             service_runtime::run_service("tierflow dev", dev(settings, options))
         }
+        Command::Lag {
+            config,
+            brokers,
+            groups,
+        } => match tierflow::lag_table(&config, brokers, &groups) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tierflow lag: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
