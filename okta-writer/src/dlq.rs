@@ -29,6 +29,18 @@ use crate::apply::{Applier, ApplyError, Outcome};
 use crate::client::Failure;
 use crate::config::Settings;
 
+/// Every dead-letter reason (the `reason` label and `tierflow-dlq-reason` header).
+pub const REASONS: [&str; 8] = [
+    "missing_user",
+    "ambiguous_user",
+    "no_email",
+    "okta_rejected",
+    "not_found",
+    "unknown_group",
+    "retries_exhausted",
+    "invalid_record",
+];
+
 /// Why and how a record failed.
 #[derive(Debug)]
 pub struct FailureContext<'a> {

@@ -145,6 +145,17 @@ impl Metrics {
                 &["result"],
             )?,
         };
+        // Known label values start at 0, so rate() and alerts see a series before the first
+        // event (a dead letter should raise an alert, not create its series).
+        for reason in crate::dlq::REASONS {
+            m.dead_letters.with_label_values(&[reason]).inc_by(0);
+        }
+        for kind in ["rate", "concurrency"] {
+            m.rate_limited.with_label_values(&[kind]).inc_by(0);
+        }
+        for outcome in ["applied", "skipped", "dead_lettered", "coalesced"] {
+            m.updates.with_label_values(&[outcome]).inc_by(0);
+        }
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_seconds.clone()))?;
         registry.register(Box::new(m.retries.clone()))?;

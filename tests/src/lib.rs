@@ -30,8 +30,14 @@ pub fn email(customer: u64) -> String {
 }
 
 impl OrderVersion {
+    /// The webhook body. Negative `cents` render an amount the segmenter cannot read (`"-"`),
+    /// which it must quarantine.
     pub fn body(&self) -> String {
-        let money = format!("{}.{:02}", self.cents / 100, self.cents % 100);
+        let money = if self.cents < 0 {
+            "-".to_owned()
+        } else {
+            format!("{}.{:02}", self.cents / 100, self.cents % 100)
+        };
         let customer = match self.customer {
             Some(c) => format!(r#"{{"id":{c},"email":"{}"}}"#, email(c)),
             None => "null".into(),
@@ -160,6 +166,9 @@ pub fn reference(history: &[OrderVersion]) -> BTreeMap<u64, (Decimal, u64)> {
     let mut out: BTreeMap<u64, (Decimal, u64)> = BTreeMap::new();
     for v in newest.values() {
         let Some(c) = v.customer else { continue };
+        if v.cents < 0 {
+            continue; // quarantined by the segmenter: never counts
+        }
         let e = out.entry(c).or_default();
         let counted = !v.cancelled
             && !v.test
