@@ -75,8 +75,12 @@ pub enum MissingUser {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OktaConfig {
-    /// `https://<org>.okta.com`. `http://` is accepted only for loopback (the simulator).
+    /// `https://<org>.okta.com`. `http://` is accepted only for loopback (the simulator), or
+    /// with `allow_plain_http` (a simulator on a private network, e.g. docker-compose's).
     pub base_url: Option<String>,
+    /// Allow `http://` to a non-loopback `base_url`. Never for real Okta: the token would
+    /// travel in clear.
+    pub allow_plain_http: bool,
     /// SSWS API token, inline (prefer `api_token_file` or `TIERFLOW_OKTA__API_TOKEN`).
     pub api_token: Option<SecretString>,
     pub api_token_file: Option<PathBuf>,
@@ -131,6 +135,7 @@ impl Default for OktaConfig {
     fn default() -> Self {
         OktaConfig {
             base_url: None,
+            allow_plain_http: false,
             api_token: None,
             api_token_file: None,
             oauth_client_id: None,
@@ -320,7 +325,7 @@ impl Settings {
         let loopback = url.host().is_some_and(|h| is_loopback(&h));
         match url.scheme() {
             "https" => {}
-            "http" if loopback => {}
+            "http" if loopback || self.okta.allow_plain_http => {}
             _ => {
                 return Err(ConfigError::invalid(
                     "okta.base_url",
