@@ -477,7 +477,38 @@ impl OktaClient {
     }
 
     /// One attempt: wait for budget, send, read, record.
+    /// One attempt, as a client span of the current (per-update) span.
     async fn attempt(
+        &self,
+        op: Operation,
+        method: &Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, OktaError> {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "okta",
+            otel.name = %format_args!("{method} {}", op.name()),
+            otel.kind = "client",
+            http.request.method = %method,
+            okta.operation = op.name(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        let result = self
+            .attempt_inner(op, method, url, body)
+            .instrument(span.clone())
+            .await;
+        let status = match &result {
+            Ok(r) => Some(r.status),
+            Err(e) => e.status,
+        };
+        if let Some(s) = status {
+            span.record("http.response.status_code", s);
+        }
+        result
+    }
+
+    async fn attempt_inner(
         &self,
         op: Operation,
         method: &Method,

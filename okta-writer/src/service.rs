@@ -24,13 +24,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{Headers, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, TopicPartitionList};
 use schemas::SegmentUpdate;
 use service_runtime::kafka::GroupContext;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::apply::{Applier, ApplyError, Outcome};
 use crate::config::Settings;
@@ -78,6 +79,7 @@ struct Shared {
     producer: FutureProducer,
     dlq_topic: String,
     source_topic: String,
+    group: String,
     metrics: Metrics,
 }
 
@@ -154,6 +156,7 @@ impl Writer {
                 producer,
                 dlq_topic: settings.topics.okta_dlq.clone(),
                 source_topic: settings.topics.segments.clone(),
+                group: cfg.group_id.clone(),
                 metrics: metrics.clone(),
             }),
             settings: settings.clone(),
@@ -525,7 +528,39 @@ async fn apply_job(shared: &Shared, job: &Job) -> JobEnd {
         .updates
         .with_label_values(&["coalesced"])
         .inc_by(coalesced as u64);
-    match shared.applier.apply(newest, &previous, true).await {
+    // The application continues the trace of the newest update (ingest → segmenter → here);
+    // its Okta calls are child spans (client.rs).
+    let span = tracing::info_span!(
+        "apply",
+        otel.name = %format_args!("process {}", shared.source_topic),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = %shared.source_topic,
+        messaging.consumer.group.name = %shared.group,
+        messaging.destination.partition.id = rec.partition,
+        messaging.kafka.offset = rec.offset,
+        messaging.batch.message_count = valid.len(),
+    );
+    let header = |name: &str| {
+        rec.headers.as_ref().and_then(|hs| {
+            hs.iter()
+                .find(|hd| hd.key == name)
+                .and_then(|hd| hd.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+        })
+    };
+    service_runtime::telemetry::set_remote_parent(
+        &span,
+        header(schemas::headers::TRACEPARENT),
+        header(schemas::headers::TRACESTATE),
+    );
+    match shared
+        .applier
+        .apply(newest, &previous, true)
+        .instrument(span)
+        .await
+    {
         Ok(Outcome::Applied) => {
             shared.metrics.updates.with_label_values(&["applied"]).inc();
             if let Some(ts) = rec.timestamp_ms {
