@@ -201,7 +201,18 @@ impl Segmenter {
     async fn collect(&self) -> anyhow::Result<Vec<(OwnedMessage, u64)>> {
         let cfg = &self.settings.segmenter;
         let mut batch = Vec::new();
-        let first = self.consumer.recv().await.context("receiving from Kafka")?;
+        // librdkafka reports broker trouble (transport failures, a broker down) as consumer
+        // errors and keeps reconnecting on its own: log them and keep polling. Only the
+        // loop's own failures end the service.
+        let first = loop {
+            match self.consumer.recv().await {
+                Ok(m) => break m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Kafka consumer error; librdkafka retries");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
         let deadline = tokio::time::Instant::now() + cfg.batch_wait;
         let tag = |m: &rdkafka::message::BorrowedMessage<'_>| {
             self.consumer.context().epoch(m.partition())
@@ -212,11 +223,14 @@ impl Segmenter {
         while batch.len() < cfg.batch_size {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Err(_elapsed) => break,
-                Ok(m) => {
-                    let m = m.context("receiving from Kafka")?;
+                Ok(Ok(m)) => {
                     if let Some(epoch) = tag(&m) {
                         batch.push((m.detach(), epoch));
                     }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "Kafka consumer error; librdkafka retries");
+                    break;
                 }
             }
         }

@@ -291,3 +291,55 @@ pub fn okta_users(customers: &[u64]) -> Vec<okta_sim::SeedUser> {
         })
         .collect()
 }
+
+/// POST every webhook like Shopify does: `connections` at a time, and a webhook not answered
+/// 2xx is retried (after a short pause here; Shopify backs off longer) until it is. Returns the
+/// number of non-2xx answers seen (503s while the broker is down).
+pub async fn deliver_like_shopify(
+    webhooks_addr: std::net::SocketAddr,
+    deliveries: &[loadgen::Webhook],
+    connections: usize,
+) -> usize {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(deliveries.to_vec()));
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (queue, failures) = (queue.clone(), failures.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            loop {
+                let Some(w) = queue.lock().unwrap().pop() else {
+                    return;
+                };
+                let started = Instant::now();
+                loop {
+                    let mut req = http
+                        .post(format!("http://{webhooks_addr}/webhooks/shopify"))
+                        .body(w.body.clone());
+                    for (k, v) in w.headers() {
+                        req = req.header(k, v);
+                    }
+                    match req.send().await {
+                        Ok(r) if r.status().is_success() => break,
+                        _ => {
+                            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            assert!(
+                                started.elapsed() < Duration::from_secs(90),
+                                "webhook {} never accepted",
+                                w.webhook_id
+                            );
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    failures.load(std::sync::atomic::Ordering::Relaxed)
+}

@@ -1,0 +1,130 @@
+//! The whole pipeline under faults: a broker outage while webhooks arrive, and a misbehaving
+//! Okta (5xx, 429s, latency). In both the final Okta state equals the independent reference,
+//! and transient faults dead-letter nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use e2e::*;
+use service_runtime::config::TopicsConfig;
+use service_runtime::kafka::EmbeddedBroker;
+use tierflow::pipeline::{DevOptions, Pipeline, PipelineSettings};
+
+async fn start(bootstrap: &str, sim: okta_sim::SimConfig) -> Pipeline {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev.toml");
+    let mut settings =
+        PipelineSettings::load(Some(&config), Vec::new(), Some(bootstrap.to_owned())).unwrap();
+    // Retry Okta quickly in tests; ack webhooks within 2 s so an outage shows as 503s fast.
+    settings.writer.okta.retry_initial_interval = Duration::from_millis(20);
+    settings.writer.okta.retry_max_interval = Duration::from_millis(500);
+    settings.ingest.ingest.produce_timeout = Duration::from_secs(2);
+    let options = DevOptions {
+        users: 0,
+        ephemeral_ports: true,
+        okta_unthrottled: true,
+        ..DevOptions::default()
+    };
+    let pipeline = Pipeline::start(settings, bootstrap, &options)
+        .await
+        .unwrap();
+    pipeline.sim.set_faults(sim.faults);
+    pipeline
+}
+
+async fn dead_letters(p: &Pipeline) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", p.endpoints.writer_admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    tierflow::status::parse_metrics(&text)
+        .iter()
+        .filter(|l| l.name == "tierflow_okta_writer_dead_letters_total")
+        .map(|l| l.value)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_outage_under_load_loses_nothing_that_was_acknowledged() {
+    let broker = EmbeddedBroker::start_pipeline(&TopicsConfig::default(), 6).unwrap();
+    let bootstrap = broker.bootstrap_servers();
+    let pipeline = start(&bootstrap, okta_sim::SimConfig::default()).await;
+    let history = history(300, 21);
+    for u in okta_users(&customers(&history)) {
+        pipeline.sim.add_user(&u).unwrap();
+    }
+    let want = reference(&history);
+    let deliveries = deliveries(&history, 21);
+    let addr = pipeline.endpoints.webhooks;
+    let sender = tokio::spawn(async move { deliver_like_shopify(addr, &deliveries, 8).await });
+    // Take the broker down for 4 s while webhooks arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    broker.cluster().broker_down(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    broker.cluster().broker_up(1).unwrap();
+    let refused = sender.await.unwrap();
+    assert!(
+        refused > 0,
+        "the ingest must have refused webhooks while the broker was down"
+    );
+    let sim = pipeline.sim.clone();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    if let Some(name) = pipeline.failed() {
+        let e = pipeline.stop().await;
+        panic!("{name} stopped during the outage: {e:?}");
+    }
+    eventually(Duration::from_secs(120), || okta_mismatches(&sim, &want)).await;
+    assert_eq!(dead_letters(&pipeline).await, 0.0);
+    pipeline.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn okta_5xx_429_and_latency_delay_but_do_not_change_the_result() {
+    let broker = EmbeddedBroker::start_pipeline(&TopicsConfig::default(), 6).unwrap();
+    let bootstrap = broker.bootstrap_servers();
+    let pipeline = start(
+        &bootstrap,
+        okta_sim::SimConfig {
+            faults: okta_sim::Faults {
+                error_rate: 0.2,
+                conflict_rate: 0.1,
+                latency: Duration::from_millis(15),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let history = history(80, 31);
+    for u in okta_users(&customers(&history)) {
+        pipeline.sim.add_user(&u).unwrap();
+    }
+    let want = reference(&history);
+    deliver(pipeline.endpoints.webhooks, &deliveries(&history, 31)).await;
+    // Faults for a while, then Okta recovers; everything must land.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let served: BTreeMap<u16, usize> =
+        pipeline
+            .sim
+            .requests()
+            .iter()
+            .fold(BTreeMap::new(), |mut m, r| {
+                *m.entry(r.status).or_default() += 1;
+                m
+            });
+    assert!(
+        served.keys().any(|s| *s >= 500),
+        "faults were injected: {served:?}"
+    );
+    pipeline.sim.set_faults(okta_sim::Faults::default());
+    let sim = pipeline.sim.clone();
+    eventually(Duration::from_secs(120), || okta_mismatches(&sim, &want)).await;
+    assert_eq!(
+        dead_letters(&pipeline).await,
+        0.0,
+        "transient faults dead-letter nothing"
+    );
+    pipeline.stop().await.unwrap();
+}
