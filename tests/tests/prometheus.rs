@@ -51,6 +51,30 @@ fn promtool_checks_and_unit_tests_the_alert_rules() {
         String::from_utf8_lossy(&test.stdout),
         String::from_utf8_lossy(&test.stderr)
     );
+    // Every runbook link points at a heading of docs/OPERATIONS.md (GitHub's anchor rule).
+    let ops = std::fs::read_to_string(deploy().join("../docs/OPERATIONS.md")).unwrap();
+    let anchors: Vec<String> = ops
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-')
+                .collect::<String>()
+                .replace(' ', "-")
+        })
+        .collect();
+    for link in rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook: docs/OPERATIONS.md#"))
+    {
+        assert!(
+            anchors.iter().any(|a| a == link),
+            "runbook anchor #{link} is not a heading in docs/OPERATIONS.md"
+        );
+    }
     // Every alert has a unit test.
     let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
     let tests = std::fs::read_to_string(dir.join("alerts.test.yml")).unwrap();
