@@ -51,6 +51,7 @@ fn promtool_checks_and_unit_tests_the_alert_rules() {
         String::from_utf8_lossy(&test.stdout),
         String::from_utf8_lossy(&test.stderr)
     );
+    let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
     // Every runbook link points at a heading of docs/OPERATIONS.md (GitHub's anchor rule).
     let ops = std::fs::read_to_string(deploy().join("../docs/OPERATIONS.md")).unwrap();
     let anchors: Vec<String> = ops
@@ -76,7 +77,6 @@ fn promtool_checks_and_unit_tests_the_alert_rules() {
         );
     }
     // Every alert has a unit test.
-    let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
     let tests = std::fs::read_to_string(dir.join("alerts.test.yml")).unwrap();
     for line in rules
         .lines()
