@@ -1,0 +1,144 @@
+//! End-to-end latency and throughput of the whole pipeline, in one process: embedded mock
+//! broker, ingest, segmenter, Okta writer, and the Okta simulator unthrottled.
+//!
+//! Signed `orders/paid` webhooks, one per customer (so each webhook maps to exactly one Okta
+//! profile update), are sent open-loop at RATE per second for SECONDS over 32 connections.
+//! Latency is from the ingest's 2xx (accept) to the simulator receiving that customer's
+//! `updateUser` (applied in Okta). After the run, the writer's remaining lag says whether the
+//! rate was sustained.
+//!
+//! `cargo run --release -p e2e --example bench_pipeline [-- RATE SECONDS]` (default 1000 60).
+//! `BENCH_BROKERS=host:port` runs against a standalone broker (e.g. Tansu) whose topics exist.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use e2e::*;
+use service_runtime::config::TopicsConfig;
+use service_runtime::kafka::EmbeddedBroker;
+use tierflow::pipeline::{DevOptions, Pipeline, PipelineSettings};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rate: f64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000.0);
+    let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(60);
+    let n = (rate * seconds as f64) as u64;
+    let (_broker, bootstrap) = match std::env::var("BENCH_BROKERS") {
+        Ok(b) => (None, b),
+        Err(_) => {
+            let b = EmbeddedBroker::start_pipeline(&TopicsConfig::default(), 6).unwrap();
+            let s = b.bootstrap_servers();
+            (Some(b), s)
+        }
+    };
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev.toml");
+    let mut settings = PipelineSettings::load(Some(&config), Vec::new(), Some(bootstrap.clone())).unwrap();
+    settings.writer.okta.max_concurrency = 64;
+    settings.writer.okta_writer.max_customers_in_flight = 256;
+    if let Ok(ms) = std::env::var("BENCH_FETCH_WAIT_MS") {
+        for client in [&mut settings.segmenter.kafka.client, &mut settings.writer.kafka.client] {
+            client.insert("fetch.wait.max.ms".into(), toml::Value::String(ms.clone()));
+        }
+    }
+    let options = DevOptions { users: 0, ephemeral_ports: true, okta_unthrottled: true, ..DevOptions::default() };
+    let pipeline = Pipeline::start(settings, &bootstrap, &options).await.unwrap();
+    let first_customer = 1_000_000u64;
+    for c in 0..n {
+        pipeline.sim.add_user(&okta_sim::SeedUser { login: email(first_customer + c), email: Some(email(first_customer + c)), ..Default::default() }).unwrap();
+    }
+    // Let both consumer groups join (the mock broker takes ~3 s) before measuring.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let webhooks: Vec<loadgen::Webhook> = (0..n)
+        .map(|i| {
+            let v = OrderVersion { order_id: 50_000_000 + i, customer: Some(first_customer + i), cents: 5_000 + (i % 90_000) as i64, second: 10, status: "paid", cancelled: false, test: false };
+            loadgen::Webhook::signed(v.topic(), SHOP, &format!("bench-{i}"), SECRET.as_bytes(), v.body())
+        })
+        .collect();
+    let webhooks = Arc::new(webhooks);
+    let accepted: Arc<Mutex<HashMap<String, u64>>> = Arc::new(Mutex::new(HashMap::new()));
+    let started = Instant::now();
+    let connections = 32u64;
+    let mut tasks = Vec::new();
+    for conn in 0..connections {
+        let (webhooks, accepted) = (webhooks.clone(), accepted.clone());
+        let addr = pipeline.endpoints.webhooks;
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut i = conn;
+            let mut refused = 0u64;
+            while i < n {
+                let due = started + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+                let w = &webhooks[i as usize];
+                let mut req = http.post(format!("http://{addr}/webhooks/shopify")).body(w.body.clone());
+                for (k, v) in w.headers() {
+                    req = req.header(k, v);
+                }
+                match req.send().await {
+                    Ok(r) if r.status().is_success() => {
+                        accepted.lock().unwrap().insert(email(first_customer + i), now_ms());
+                    }
+                    _ => refused += 1,
+                }
+                i += connections;
+            }
+            refused
+        }));
+    }
+    let mut refused = 0;
+    for t in tasks {
+        refused += t.await.unwrap();
+    }
+    let send_took = started.elapsed();
+    // Writer lag right after the send phase: ~0 if the rate was sustained end to end.
+    let lag_at_end = {
+        let text = reqwest::get(format!("http://{}/metrics", pipeline.endpoints.writer_admin)).await.unwrap().text().await.unwrap();
+        tierflow::status::parse_metrics(&text).iter().filter(|l| l.name == "kafka_consumergroup_lag_sum").map(|l| l.value).sum::<f64>()
+    };
+    let drain_started = Instant::now();
+    let ids: HashMap<String, String> = {
+        let store = pipeline.sim.store.lock().unwrap();
+        store.users.values().map(|u| (u.id.clone(), u.profile["login"].as_str().unwrap().to_owned())).collect()
+    };
+    let accepted = accepted.lock().unwrap().clone();
+    let mut applied: HashMap<String, u64> = HashMap::new();
+    while applied.len() < accepted.len() && drain_started.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for r in pipeline.sim.requests() {
+            if r.operation == "updateUser" && r.status == 200 {
+                let id = r.uri.rsplit('/').next().unwrap_or_default().to_owned();
+                if let Some(login) = ids.get(&id) {
+                    applied.entry(login.clone()).or_insert(r.at_ms);
+                }
+            }
+        }
+    }
+    let drain = drain_started.elapsed();
+    let mut lat: Vec<f64> = accepted.iter().filter_map(|(login, at)| Some(applied.get(login)?.saturating_sub(*at) as f64)).collect();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{rate}/s for {seconds} s ({n} webhooks, sent in {:.1} s; {refused} not 2xx): accept -> applied in Okta p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} of {} applied; writer lag at end of sending {lag_at_end:.0} (metric refreshes every 5 s), drained {:.1} s later",
+        send_took.as_secs_f64(),
+        pct(&lat, 0.5),
+        pct(&lat, 0.9),
+        pct(&lat, 0.99),
+        lat.last().copied().unwrap_or(0.0),
+        applied.len(),
+        accepted.len(),
+        drain.as_secs_f64()
+    );
+    pipeline.stop().await.unwrap();
+}
