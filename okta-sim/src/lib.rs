@@ -175,15 +175,7 @@ impl Shared {
 
     /// Delete a user (to make lookups miss).
     pub fn remove_user(&self, login: &str) -> bool {
-        let mut store = Self::lock(&self.store);
-        let Some(id) = store.user(login).map(|u| u.id.clone()) else {
-            return false;
-        };
-        store.users.remove(&id);
-        for g in store.groups.values_mut() {
-            g.members.remove(&id);
-        }
-        true
+        Self::lock(&self.store).remove_user(login)
     }
 
     /// A user's profile, by login or id.

@@ -242,6 +242,8 @@ fn value_matches(v: Option<&Value>, want: &str) -> bool {
 #[derive(Debug, Default)]
 pub struct Store {
     pub users: BTreeMap<String, User>,
+    /// Lower-cased login → id (logins are unique and compared case-insensitively).
+    logins: std::collections::HashMap<String, String>,
     pub groups: BTreeMap<String, Group>,
     pub attributes: BTreeMap<String, AttrType>,
     next_id: u64,
@@ -318,13 +320,26 @@ impl Store {
     /// Find by id or login (logins compare case-insensitively, as Okta's do).
     pub fn user(&self, id_or_login: &str) -> Option<&User> {
         self.users.get(id_or_login).or_else(|| {
-            self.users.values().find(|u| {
-                u.profile
-                    .get("login")
-                    .and_then(Value::as_str)
-                    .is_some_and(|l| l.eq_ignore_ascii_case(id_or_login))
-            })
+            self.logins
+                .get(&id_or_login.to_lowercase())
+                .and_then(|id| self.users.get(id))
         })
+    }
+
+    /// Delete a user and their memberships.
+    pub fn remove_user(&mut self, id_or_login: &str) -> bool {
+        let Some(id) = self.user(id_or_login).map(|u| u.id.clone()) else {
+            return false;
+        };
+        if let Some(u) = self.users.remove(&id) {
+            if let Some(l) = u.profile.get("login").and_then(Value::as_str) {
+                self.logins.remove(&l.to_lowercase());
+            }
+        }
+        for g in self.groups.values_mut() {
+            g.members.remove(&id);
+        }
+        true
     }
 
     pub fn search_users(&self, q: &EqSearch) -> Vec<&User> {
@@ -394,6 +409,7 @@ impl Store {
         }
         let id = self.new_id("00u");
         let now = now_rfc3339();
+        self.logins.insert(seed.login.to_lowercase(), id.clone());
         self.users.insert(
             id.clone(),
             User {
@@ -428,6 +444,17 @@ impl Store {
             .user(id)
             .map(|u| u.id.clone())
             .ok_or_else(|| ApiError::not_found(id, "User"))?;
+        if let Some(new_login) = patch.get("login").and_then(Value::as_str) {
+            if let Some(other) = self.logins.get(&new_login.to_lowercase()) {
+                if *other != uid {
+                    return Err(ApiError::validation(
+                        "login: An object with this field already exists in the current organization",
+                    ));
+                }
+            }
+            self.logins.retain(|_, id| *id != uid);
+            self.logins.insert(new_login.to_lowercase(), uid.clone());
+        }
         let user = self.users.get_mut(&uid).expect("found");
         for (k, v) in patch {
             user.profile.insert(k.clone(), v.clone());

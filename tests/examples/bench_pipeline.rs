@@ -23,7 +23,10 @@ use tierflow::pipeline::{DevOptions, Pipeline, PipelineSettings};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -45,26 +48,60 @@ async fn main() {
         }
     };
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev.toml");
-    let mut settings = PipelineSettings::load(Some(&config), Vec::new(), Some(bootstrap.clone())).unwrap();
+    let mut settings =
+        PipelineSettings::load(Some(&config), Vec::new(), Some(bootstrap.clone())).unwrap();
     settings.writer.okta.max_concurrency = 64;
     settings.writer.okta_writer.max_customers_in_flight = 256;
     if let Ok(ms) = std::env::var("BENCH_FETCH_WAIT_MS") {
-        for client in [&mut settings.segmenter.kafka.client, &mut settings.writer.kafka.client] {
+        for client in [
+            &mut settings.segmenter.kafka.client,
+            &mut settings.writer.kafka.client,
+        ] {
             client.insert("fetch.wait.max.ms".into(), toml::Value::String(ms.clone()));
         }
     }
-    let options = DevOptions { users: 0, ephemeral_ports: true, okta_unthrottled: true, ..DevOptions::default() };
-    let pipeline = Pipeline::start(settings, &bootstrap, &options).await.unwrap();
+    let options = DevOptions {
+        users: 0,
+        ephemeral_ports: true,
+        okta_unthrottled: true,
+        ..DevOptions::default()
+    };
+    let pipeline = Pipeline::start(settings, &bootstrap, &options)
+        .await
+        .unwrap();
+    // Keep every request in the simulator's log (latency is read from it).
+    pipeline.sim.config.lock().unwrap().log_capacity = 50_000_000;
     let first_customer = 1_000_000u64;
     for c in 0..n {
-        pipeline.sim.add_user(&okta_sim::SeedUser { login: email(first_customer + c), email: Some(email(first_customer + c)), ..Default::default() }).unwrap();
+        pipeline
+            .sim
+            .add_user(&okta_sim::SeedUser {
+                login: email(first_customer + c),
+                email: Some(email(first_customer + c)),
+                ..Default::default()
+            })
+            .unwrap();
     }
     // Let both consumer groups join (the mock broker takes ~3 s) before measuring.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let webhooks: Vec<loadgen::Webhook> = (0..n)
         .map(|i| {
-            let v = OrderVersion { order_id: 50_000_000 + i, customer: Some(first_customer + i), cents: 5_000 + (i % 90_000) as i64, second: 10, status: "paid", cancelled: false, test: false };
-            loadgen::Webhook::signed(v.topic(), SHOP, &format!("bench-{i}"), SECRET.as_bytes(), v.body())
+            let v = OrderVersion {
+                order_id: 50_000_000 + i,
+                customer: Some(first_customer + i),
+                cents: 5_000 + (i % 90_000) as i64,
+                second: 10,
+                status: "paid",
+                cancelled: false,
+                test: false,
+            };
+            loadgen::Webhook::signed(
+                v.topic(),
+                SHOP,
+                &format!("bench-{i}"),
+                SECRET.as_bytes(),
+                v.body(),
+            )
         })
         .collect();
     let webhooks = Arc::new(webhooks);
@@ -83,13 +120,18 @@ async fn main() {
                 let due = started + Duration::from_secs_f64(i as f64 / rate);
                 tokio::time::sleep_until(due.into()).await;
                 let w = &webhooks[i as usize];
-                let mut req = http.post(format!("http://{addr}/webhooks/shopify")).body(w.body.clone());
+                let mut req = http
+                    .post(format!("http://{addr}/webhooks/shopify"))
+                    .body(w.body.clone());
                 for (k, v) in w.headers() {
                     req = req.header(k, v);
                 }
                 match req.send().await {
                     Ok(r) if r.status().is_success() => {
-                        accepted.lock().unwrap().insert(email(first_customer + i), now_ms());
+                        accepted
+                            .lock()
+                            .unwrap()
+                            .insert(email(first_customer + i), now_ms());
                     }
                     _ => refused += 1,
                 }
@@ -105,13 +147,34 @@ async fn main() {
     let send_took = started.elapsed();
     // Writer lag right after the send phase: ~0 if the rate was sustained end to end.
     let lag_at_end = {
-        let text = reqwest::get(format!("http://{}/metrics", pipeline.endpoints.writer_admin)).await.unwrap().text().await.unwrap();
-        tierflow::status::parse_metrics(&text).iter().filter(|l| l.name == "kafka_consumergroup_lag_sum").map(|l| l.value).sum::<f64>()
+        let text = reqwest::get(format!(
+            "http://{}/metrics",
+            pipeline.endpoints.writer_admin
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        tierflow::status::parse_metrics(&text)
+            .iter()
+            .filter(|l| l.name == "kafka_consumergroup_lag_sum")
+            .map(|l| l.value)
+            .sum::<f64>()
     };
     let drain_started = Instant::now();
     let ids: HashMap<String, String> = {
         let store = pipeline.sim.store.lock().unwrap();
-        store.users.values().map(|u| (u.id.clone(), u.profile["login"].as_str().unwrap().to_owned())).collect()
+        store
+            .users
+            .values()
+            .map(|u| {
+                (
+                    u.id.clone(),
+                    u.profile["login"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
     };
     let accepted = accepted.lock().unwrap().clone();
     let mut applied: HashMap<String, u64> = HashMap::new();
@@ -127,7 +190,10 @@ async fn main() {
         }
     }
     let drain = drain_started.elapsed();
-    let mut lat: Vec<f64> = accepted.iter().filter_map(|(login, at)| Some(applied.get(login)?.saturating_sub(*at) as f64)).collect();
+    let mut lat: Vec<f64> = accepted
+        .iter()
+        .filter_map(|(login, at)| Some(applied.get(login)?.saturating_sub(*at) as f64))
+        .collect();
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!(
         "{rate}/s for {seconds} s ({n} webhooks, sent in {:.1} s; {refused} not 2xx): accept -> applied in Okta p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} of {} applied; writer lag at end of sending {lag_at_end:.0} (metric refreshes every 5 s), drained {:.1} s later",
