@@ -343,3 +343,29 @@ pub async fn deliver_like_shopify(
     }
     failures.load(std::sync::atomic::Ordering::Relaxed)
 }
+
+/// The whole pipeline in this process on `bootstrap` (config/dev.toml, every listener on an
+/// ephemeral port, the Okta simulator unthrottled and without users); `tune` adjusts the
+/// settings first.
+pub async fn start_pipeline(
+    bootstrap: &str,
+    tune: impl FnOnce(&mut tierflow::pipeline::PipelineSettings),
+) -> tierflow::pipeline::Pipeline {
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev.toml");
+    let mut settings = tierflow::pipeline::PipelineSettings::load(
+        Some(&config),
+        Vec::new(),
+        Some(bootstrap.to_owned()),
+    )
+    .unwrap();
+    tune(&mut settings);
+    let options = tierflow::pipeline::DevOptions {
+        users: 0,
+        ephemeral_ports: true,
+        okta_unthrottled: true,
+        ..Default::default()
+    };
+    tierflow::pipeline::Pipeline::start(settings, bootstrap, &options)
+        .await
+        .unwrap()
+}

@@ -3,31 +3,21 @@
 //! and transient faults dead-letter nothing.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use e2e::*;
 use service_runtime::config::TopicsConfig;
 use service_runtime::kafka::EmbeddedBroker;
-use tierflow::pipeline::{DevOptions, Pipeline, PipelineSettings};
+use tierflow::pipeline::Pipeline;
 
 async fn start(bootstrap: &str, sim: okta_sim::SimConfig) -> Pipeline {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev.toml");
-    let mut settings =
-        PipelineSettings::load(Some(&config), Vec::new(), Some(bootstrap.to_owned())).unwrap();
     // Retry Okta quickly in tests; ack webhooks within 2 s so an outage shows as 503s fast.
-    settings.writer.okta.retry_initial_interval = Duration::from_millis(20);
-    settings.writer.okta.retry_max_interval = Duration::from_millis(500);
-    settings.ingest.ingest.produce_timeout = Duration::from_secs(2);
-    let options = DevOptions {
-        users: 0,
-        ephemeral_ports: true,
-        okta_unthrottled: true,
-        ..DevOptions::default()
-    };
-    let pipeline = Pipeline::start(settings, bootstrap, &options)
-        .await
-        .unwrap();
+    let pipeline = start_pipeline(bootstrap, |s| {
+        s.writer.okta.retry_initial_interval = Duration::from_millis(20);
+        s.writer.okta.retry_max_interval = Duration::from_millis(500);
+        s.ingest.ingest.produce_timeout = Duration::from_secs(2);
+    })
+    .await;
     pipeline.sim.set_faults(sim.faults);
     pipeline
 }

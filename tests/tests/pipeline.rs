@@ -9,25 +9,10 @@ use std::time::Duration;
 use e2e::*;
 use service_runtime::config::TopicsConfig;
 use service_runtime::kafka::EmbeddedBroker;
-use tierflow::pipeline::{DevOptions, Pipeline, PipelineSettings};
 use tierflow::status;
 
 fn dev_toml() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev.toml")
-}
-
-async fn start(bootstrap: &str) -> Pipeline {
-    let settings =
-        PipelineSettings::load(Some(&dev_toml()), Vec::new(), Some(bootstrap.to_owned())).unwrap();
-    let options = DevOptions {
-        users: 0,
-        ephemeral_ports: true,
-        okta_unthrottled: true,
-        ..DevOptions::default()
-    };
-    Pipeline::start(settings, bootstrap, &options)
-        .await
-        .unwrap()
 }
 
 fn chromium() -> PathBuf {
@@ -110,7 +95,7 @@ fn number(s: &str) -> f64 {
 async fn signed_webhooks_end_as_exact_okta_state_and_the_status_page_shows_it() {
     let broker = EmbeddedBroker::start_pipeline(&TopicsConfig::default(), 6).unwrap();
     let bootstrap = broker.bootstrap_servers();
-    let pipeline = start(&bootstrap).await;
+    let pipeline = start_pipeline(&bootstrap, |_| {}).await;
     let history = history(150, 11);
     let want = reference(&history);
     for u in okta_users(&customers(&history)) {

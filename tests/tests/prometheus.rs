@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use e2e::*;
 use service_runtime::config::TopicsConfig;
 use service_runtime::kafka::EmbeddedBroker;
-use tierflow::pipeline::{DevOptions, Pipeline, PipelineSettings};
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -144,18 +143,7 @@ impl Drop for Prometheus {
 async fn every_dashboard_and_alert_query_returns_series_from_a_real_prometheus() {
     let broker = EmbeddedBroker::start_pipeline(&TopicsConfig::default(), 6).unwrap();
     let bootstrap = broker.bootstrap_servers();
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev.toml");
-    let settings =
-        PipelineSettings::load(Some(&config), Vec::new(), Some(bootstrap.clone())).unwrap();
-    let options = DevOptions {
-        users: 0,
-        ephemeral_ports: true,
-        okta_unthrottled: true,
-        ..DevOptions::default()
-    };
-    let pipeline = Pipeline::start(settings, &bootstrap, &options)
-        .await
-        .unwrap();
+    let pipeline = start_pipeline(&bootstrap, |_| {}).await;
     // Some Okta errors so the error panels have series, and a body the segmenter quarantines.
     pipeline.sim.set_faults(okta_sim::Faults {
         error_rate: 0.1,

@@ -10,7 +10,6 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use service_runtime::config::TopicsConfig;
 use service_runtime::kafka::EmbeddedBroker;
-use tierflow::pipeline::{DevOptions, Pipeline, PipelineSettings};
 use tracing_subscriber::layer::SubscriberExt;
 
 fn attr(span: &SpanData, key: &str) -> Option<String> {
@@ -33,18 +32,7 @@ async fn one_webhook_is_one_trace_across_the_three_services() {
 
     let broker = EmbeddedBroker::start_pipeline(&TopicsConfig::default(), 6).unwrap();
     let bootstrap = broker.bootstrap_servers();
-    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev.toml");
-    let settings =
-        PipelineSettings::load(Some(&config), Vec::new(), Some(bootstrap.clone())).unwrap();
-    let options = DevOptions {
-        users: 0,
-        ephemeral_ports: true,
-        okta_unthrottled: true,
-        ..DevOptions::default()
-    };
-    let pipeline = Pipeline::start(settings, &bootstrap, &options)
-        .await
-        .unwrap();
+    let pipeline = start_pipeline(&bootstrap, |_| {}).await;
     let order = OrderVersion {
         order_id: 4242,
         customer: Some(42),
