@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use e2e::*;
 use service_runtime::config::TopicsConfig;
 use service_runtime::kafka::EmbeddedBroker;
-use tierflow::pipeline::{DevOptions, Pipeline, PipelineSettings};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -47,28 +46,16 @@ async fn main() {
             (Some(b), s)
         }
     };
-    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev.toml");
-    let mut settings =
-        PipelineSettings::load(Some(&config), Vec::new(), Some(bootstrap.clone())).unwrap();
-    settings.writer.okta.max_concurrency = 64;
-    settings.writer.okta_writer.max_customers_in_flight = 256;
-    if let Ok(ms) = std::env::var("BENCH_FETCH_WAIT_MS") {
-        for client in [
-            &mut settings.segmenter.kafka.client,
-            &mut settings.writer.kafka.client,
-        ] {
-            client.insert("fetch.wait.max.ms".into(), toml::Value::String(ms.clone()));
+    let pipeline = start_pipeline(&bootstrap, |s| {
+        s.writer.okta.max_concurrency = 64;
+        s.writer.okta_writer.max_customers_in_flight = 256;
+        if let Ok(ms) = std::env::var("BENCH_FETCH_WAIT_MS") {
+            for client in [&mut s.segmenter.kafka.client, &mut s.writer.kafka.client] {
+                client.insert("fetch.wait.max.ms".into(), toml::Value::String(ms.clone()));
+            }
         }
-    }
-    let options = DevOptions {
-        users: 0,
-        ephemeral_ports: true,
-        okta_unthrottled: true,
-        ..DevOptions::default()
-    };
-    let pipeline = Pipeline::start(settings, &bootstrap, &options)
-        .await
-        .unwrap();
+    })
+    .await;
     // Keep every request in the simulator's log (latency is read from it).
     pipeline.sim.config.lock().unwrap().log_capacity = 50_000_000;
     let first_customer = 1_000_000u64;
