@@ -402,19 +402,8 @@ impl OktaClient {
             ),
             ("client_assertion", assertion.as_str()),
         ];
-        let permit = self.limiter.acquire(op.bucket()).await;
-        let result = self.http.post(&url).form(&form).send().await;
-        let resp = match result {
-            Ok(r) => r,
-            Err(e) => return Err(self.transport_error(op, &e)),
-        };
+        let resp = self.paced(op, self.http.post(&url).form(&form)).await?;
         let status = resp.status().as_u16();
-        permit.observe(RateHeaders::parse(resp.headers()), status);
-        drop(permit);
-        self.metrics
-            .requests
-            .with_label_values(&[op.name(), status_class(status)])
-            .inc();
         let request_id = request_id(resp.headers());
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if status != 200 {
@@ -477,6 +466,31 @@ impl OktaClient {
     }
 
     /// One attempt: wait for budget, send, read, record.
+    /// Send one request in `op`'s bucket: wait for the limiter, report the response's
+    /// rate-limit headers to it, and count the request and its latency.
+    async fn paced(
+        &self,
+        op: Operation,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, OktaError> {
+        let permit = self.limiter.acquire(op.bucket()).await;
+        let started = Instant::now();
+        let result = req.send().await;
+        self.metrics
+            .request_seconds
+            .with_label_values(&[op.name()])
+            .observe(started.elapsed().as_secs_f64());
+        let resp = result.map_err(|e| self.transport_error(op, &e))?;
+        let status = resp.status().as_u16();
+        permit.observe(RateHeaders::parse(resp.headers()), status);
+        drop(permit);
+        self.metrics
+            .requests
+            .with_label_values(&[op.name(), status_class(status)])
+            .inc();
+        Ok(resp)
+    }
+
     /// One attempt, as a client span of the current (per-update) span.
     async fn attempt(
         &self,
@@ -516,7 +530,6 @@ impl OktaClient {
         body: Option<&Value>,
     ) -> Result<Response, OktaError> {
         let authorization = self.authorization().await?;
-        let permit = self.limiter.acquire(op.bucket()).await;
         let mut req = self
             .http
             .request(method.clone(), url)
@@ -525,23 +538,8 @@ impl OktaClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let started = Instant::now();
-        let result = req.send().await;
-        self.metrics
-            .request_seconds
-            .with_label_values(&[op.name()])
-            .observe(started.elapsed().as_secs_f64());
-        let resp = match result {
-            Ok(r) => r,
-            Err(e) => return Err(self.transport_error(op, &e)),
-        };
+        let resp = self.paced(op, req).await?;
         let status = resp.status().as_u16();
-        permit.observe(RateHeaders::parse(resp.headers()), status);
-        drop(permit);
-        self.metrics
-            .requests
-            .with_label_values(&[op.name(), status_class(status)])
-            .inc();
         if status == 401 || status == 403 {
             self.auth_failures.fetch_add(1, Ordering::Relaxed);
             if status == 401 {
