@@ -8,15 +8,14 @@
 //! rate was sustained.
 //!
 //! `cargo run --release -p e2e --example bench_pipeline [-- RATE SECONDS]` (default 1000 60).
-//! `BENCH_BROKERS=host:port` runs against a standalone broker (e.g. Tansu) whose topics exist.
+//! `TIERFLOW_E2E_BROKER=tansu` runs against a Tansu process it starts (sqlite storage, topics
+//! created; see `e2e::broker`); `BENCH_BROKERS=host:port` against any broker whose topics exist.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e::*;
-use service_runtime::config::TopicsConfig;
-use service_runtime::kafka::EmbeddedBroker;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -41,7 +40,7 @@ async fn main() {
     let (_broker, bootstrap) = match std::env::var("BENCH_BROKERS") {
         Ok(b) => (None, b),
         Err(_) => {
-            let b = EmbeddedBroker::start_pipeline(&TopicsConfig::default(), 6).unwrap();
+            let b = e2e::broker::TestBroker::start(6);
             let s = b.bootstrap_servers();
             (Some(b), s)
         }

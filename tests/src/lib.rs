@@ -2,6 +2,9 @@
 //! spend rule has to handle, the signed webhooks that deliver it (duplicated and reordered),
 //! and the Okta state it must produce, computed here independently of the segmenter.
 
+pub mod broker;
+pub mod services;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use e2e::broker::TestBroker;
 use e2e::*;
-use service_runtime::config::TopicsConfig;
-use service_runtime::kafka::EmbeddedBroker;
 use tierflow::pipeline::Pipeline;
 
 async fn start(bootstrap: &str, sim: okta_sim::SimConfig) -> Pipeline {
@@ -38,7 +37,7 @@ async fn dead_letters(p: &Pipeline) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_outage_under_load_loses_nothing_that_was_acknowledged() {
-    let broker = EmbeddedBroker::start_pipeline(&TopicsConfig::default(), 6).unwrap();
+    let mut broker = TestBroker::start(6);
     let bootstrap = broker.bootstrap_servers();
     let pipeline = start(&bootstrap, okta_sim::SimConfig::default()).await;
     let history = history(300, 21);
@@ -51,9 +50,7 @@ async fn a_broker_outage_under_load_loses_nothing_that_was_acknowledged() {
     let sender = tokio::spawn(async move { deliver_like_shopify(addr, &deliveries, 8).await });
     // Take the broker down for 4 s while webhooks arrive.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    broker.cluster().broker_down(1).unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    broker.cluster().broker_up(1).unwrap();
+    broker.outage(Duration::from_secs(4)).await;
     let refused = sender.await.unwrap();
     assert!(
         refused > 0,
@@ -72,7 +69,7 @@ async fn a_broker_outage_under_load_loses_nothing_that_was_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn okta_5xx_429_and_latency_delay_but_do_not_change_the_result() {
-    let broker = EmbeddedBroker::start_pipeline(&TopicsConfig::default(), 6).unwrap();
+    let broker = TestBroker::start(6);
     let bootstrap = broker.bootstrap_servers();
     let pipeline = start(
         &bootstrap,

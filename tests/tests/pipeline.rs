@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use e2e::broker::TestBroker;
 use e2e::*;
-use service_runtime::config::TopicsConfig;
-use service_runtime::kafka::EmbeddedBroker;
 use tierflow::status;
 
 fn dev_toml() -> PathBuf {
@@ -93,7 +92,7 @@ fn number(s: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signed_webhooks_end_as_exact_okta_state_and_the_status_page_shows_it() {
-    let broker = EmbeddedBroker::start_pipeline(&TopicsConfig::default(), 6).unwrap();
+    let broker = TestBroker::start(6);
     let bootstrap = broker.bootstrap_servers();
     let pipeline = start_pipeline(&bootstrap, |_| {}).await;
     let history = history(150, 11);
