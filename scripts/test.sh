@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): install the non-Rust test tools if missing,
-# then run every test in the workspace.
+# run every test in the workspace (Kafka: the in-process librdkafka mock cluster), then the
+# end-to-end suite again against a standalone broker, a Tansu process with sqlite storage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
+TANSU_BIN="$(scripts/install-tansu.sh)"
+export TANSU_BIN
+# The e2e kill test runs the services' binaries as processes: build them from this tree first.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked
+echo "end-to-end suite against Tansu ($TANSU_BIN)" >&2
+TIERFLOW_E2E_BROKER=tansu cargo test -p e2e --locked
