@@ -214,3 +214,47 @@ async fn signed_webhooks_end_as_exact_okta_state_and_the_status_page_shows_it() 
     tail.await.unwrap().unwrap();
     status_task.await.unwrap().unwrap();
 }
+
+/// `tierflow dev --load` signs its traffic with a secret the ingest accepts, also when the only
+/// secret comes from `webhook_secrets_file` (it used to take the first inline one only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dev_load_traffic_is_signed_with_a_secret_from_the_secrets_file() {
+    let broker = TestBroker::start(6);
+    let bootstrap = broker.bootstrap_servers();
+    let secrets = tempfile_dir().join("webhook-secrets");
+    std::fs::write(&secrets, "# rotated 2026-11\nfile-only-secret\n").unwrap();
+    let mut settings = tierflow::pipeline::PipelineSettings::load(
+        Some(&dev_toml()),
+        Vec::new(),
+        Some(bootstrap.clone()),
+    )
+    .unwrap();
+    settings.ingest.shopify.webhook_secrets.clear();
+    settings.ingest.shopify.webhook_secrets_file = Some(secrets);
+    let options = tierflow::pipeline::DevOptions {
+        users: 50,
+        customers: 50,
+        load: Some(50.0),
+        ephemeral_ports: true,
+        okta_unthrottled: true,
+        ..Default::default()
+    };
+    let pipeline = tierflow::pipeline::Pipeline::start(settings, &bootstrap, &options)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let sample = loop {
+        let s = status::scrape(&http, &pipeline.endpoints).await;
+        if s.webhooks_accepted >= 25.0 || started.elapsed() > Duration::from_secs(30) {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        sample.webhooks_accepted >= 25.0,
+        "loadgen traffic accepted: {sample:?}"
+    );
+    assert_eq!(sample.webhooks_rejected, 0.0, "{sample:?}");
+    pipeline.stop().await.unwrap();
+}

@@ -220,21 +220,25 @@ impl Pipeline {
             .context("the okta-writer stopped before binding its admin listener")?;
 
         if let Some(rate) = options.load {
-            let secret = settings
-                .ingest
-                .shopify
-                .webhook_secrets
-                .first()
-                .map(|s| {
-                    use secrecy::ExposeSecret;
-                    s.expose_secret().as_bytes().to_vec()
-                })
-                .context("--load needs a [shopify] webhook secret to sign with")?;
+            // Sign as a shop the ingest accepts: with a global secret (inline or from
+            // `webhook_secrets_file`) as the dev shop, else as the first shop with its own.
+            let secrets = settings.ingest.secrets()?;
+            let (shop, secret) = match (secrets.global.first(), secrets.shops.iter().next()) {
+                (Some(s), _) => ("tierflow-dev.myshopify.com".to_owned(), s),
+                (None, Some((shop, set))) => (shop.clone(), &set[0]),
+                (None, None) => {
+                    anyhow::bail!("--load needs a [shopify] webhook secret to sign with")
+                }
+            };
+            let secret = {
+                use secrecy::ExposeSecret;
+                secret.expose_secret().as_bytes().to_vec()
+            };
             let cfg = loadgen::drive::DriveConfig {
                 addr: webhooks.to_string(),
                 path: "/webhooks/shopify".into(),
                 secret,
-                shop: "tierflow-dev.myshopify.com".into(),
+                shop,
                 topics: vec![
                     "orders/create".into(),
                     "orders/paid".into(),
