@@ -7,7 +7,9 @@
 //! `updateUser` (applied in Okta). After the run, the writer's remaining lag says whether the
 //! rate was sustained.
 //!
-//! `cargo run --release -p e2e --example bench_pipeline [-- RATE SECONDS]` (default 1000 60).
+//! `cargo run --release -p e2e --example bench_pipeline [-- RATE SECONDS]` (default 1000 60);
+//! `BENCH_RUNS=N` repeats it N times (default 3), each on a fresh broker and pipeline, and
+//! prints the medians with their ranges.
 //! `TIERFLOW_E2E_BROKER=tansu` runs against a Tansu process it starts (sqlite storage, topics
 //! created; see `e2e::broker`); `BENCH_BROKERS=host:port` against any broker whose topics exist.
 
@@ -31,11 +33,54 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
+/// One run's figures (latencies in ms).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+    refused: u64,
+    applied: usize,
+    accepted: usize,
+    drain_s: f64,
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rate: f64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000.0);
     let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(60);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let mut results = Vec::new();
+    for i in 1..=runs {
+        let r = run(rate, seconds).await;
+        println!("run {i}/{runs}: {r:?}");
+        results.push(r);
+    }
+    let median = |f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = results.iter().map(f).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let (lo, hi) = (v[0], v[v.len() - 1]);
+        format!("{:.0} [{lo:.0}-{hi:.0}]", v[v.len() / 2])
+    };
+    println!(
+        "{rate}/s for {seconds} s, {runs} runs, medians [range]: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms; not 2xx {}; applied {} of {}; drained {} s after sending",
+        median(|r| r.p50),
+        median(|r| r.p90),
+        median(|r| r.p99),
+        median(|r| r.max),
+        median(|r| r.refused as f64),
+        median(|r| r.applied as f64),
+        median(|r| r.accepted as f64),
+        median(|r| r.drain_s),
+    );
+}
+
+async fn run(rate: f64, seconds: u64) -> Run {
     let n = (rate * seconds as f64) as u64;
     let (_broker, bootstrap) = match std::env::var("BENCH_BROKERS") {
         Ok(b) => (None, b),
@@ -193,4 +238,14 @@ async fn main() {
         drain.as_secs_f64()
     );
     pipeline.stop().await.unwrap();
+    Run {
+        p50: pct(&lat, 0.5),
+        p90: pct(&lat, 0.9),
+        p99: pct(&lat, 0.99),
+        max: lat.last().copied().unwrap_or(0.0),
+        refused,
+        applied: applied.len(),
+        accepted: accepted.len(),
+        drain_s: drain.as_secs_f64(),
+    }
 }
