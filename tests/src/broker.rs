@@ -149,8 +149,9 @@ impl Tansu {
             .arg("broker")
             .args(["--listener-url", &self.url()])
             .args(["--advertised-listener-url", &self.url()])
-            .arg("--storage-engine")
-            .arg(format!("sqlite://{}", self.dir.join("tansu.db").display()))
+            // Tansu reads `sqlite://PATH` relative to its working directory, even `///abs`.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
