@@ -48,6 +48,13 @@ struct Run {
 
 #[tokio::main]
 async fn main() {
+    // `RUST_LOG=warn` shows the services' logs (off by default: they would cost CPU).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().collect();
     let rate: f64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000.0);
     let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(60);
@@ -65,7 +72,9 @@ async fn main() {
         let mut v: Vec<f64> = results.iter().map(f).collect();
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let (lo, hi) = (v[0], v[v.len() - 1]);
-        format!("{:.0} [{lo:.0}-{hi:.0}]", v[v.len() / 2])
+        // Whole milliseconds and counts; seconds (the drain time) to a tenth.
+        let digits = usize::from(hi < 100.0 && v.iter().any(|x| x.fract() != 0.0));
+        format!("{:.digits$} [{lo:.digits$}-{hi:.digits$}]", v[v.len() / 2])
     };
     println!(
         "{rate}/s for {seconds} s, {runs} runs, medians [range]: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms; not 2xx {}; applied {} of {}; drained {} s after sending",
