@@ -106,6 +106,7 @@ pub struct Tansu {
 impl Tansu {
     /// Start Tansu and create the pipeline's topics (the changelog compacted).
     pub fn start(partitions: i32) -> Tansu {
+        let binary = tansu_binary().to_owned();
         let dir = std::env::temp_dir().join(format!(
             "tierflow-e2e-tansu-{}-{}",
             std::process::id(),
@@ -114,7 +115,7 @@ impl Tansu {
         std::fs::create_dir_all(&dir).unwrap();
         let addr = free_port();
         let mut tansu = Tansu {
-            binary: tansu_binary().to_owned(),
+            binary,
             dir,
             addr,
             child: None,
@@ -204,7 +205,14 @@ impl Tansu {
 impl Drop for Tansu {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            eprintln!(
+                "keeping Tansu's log and data for the failed test: {}",
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
