@@ -98,7 +98,13 @@ impl Process {
             .args(["--brokers", &w.bootstrap])
             // A killed member's partitions move after its session times out: keep it short.
             .env("TIERFLOW_KAFKA__CLIENT__SESSION_TIMEOUT_MS", "6000")
-            .env("RUST_LOG", "warn")
+            // Assignments and revocations are what a failure usually needs explained;
+            // `TIERFLOW_E2E_SERVICE_LOG` overrides (e.g. add librdkafka's `debug` via env).
+            .env(
+                "RUST_LOG",
+                std::env::var("TIERFLOW_E2E_SERVICE_LOG")
+                    .unwrap_or_else(|_| "warn,service_runtime::kafka=info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log);
         match self.service {

@@ -223,13 +223,17 @@ impl Pipeline {
             // Sign as a shop the ingest accepts: with a global secret (inline or from
             // `webhook_secrets_file`) as the dev shop, else as the first shop with its own.
             let secrets = settings.ingest.secrets()?;
-            let (shop, secret) = match (secrets.global.first(), secrets.shops.iter().next()) {
-                (Some(s), _) => ("tierflow-dev.myshopify.com".to_owned(), s),
-                (None, Some((shop, set))) => (shop.clone(), &set[0]),
-                (None, None) => {
-                    anyhow::bail!("--load needs a [shopify] webhook secret to sign with")
-                }
-            };
+            let (shop, secret) = secrets
+                .global
+                .first()
+                .map(|s| ("tierflow-dev.myshopify.com".to_owned(), s))
+                .or_else(|| {
+                    secrets
+                        .shops
+                        .iter()
+                        .find_map(|(shop, set)| Some((shop.clone(), set.first()?)))
+                })
+                .context("--load needs a [shopify] webhook secret to sign with")?;
             let secret = {
                 use secrecy::ExposeSecret;
                 secret.expose_secret().as_bytes().to_vec()
