@@ -63,24 +63,6 @@ impl TestBroker {
             TestBroker::Tansu(t) => t.addr.to_string(),
         }
     }
-
-    /// Make the broker unreachable for `down`, then bring it back with its data: the mock
-    /// cluster's `broker_down`/`broker_up`, or `kill -9` of the Tansu process and a restart on
-    /// the same port and sqlite file.
-    pub async fn outage(&mut self, down: Duration) {
-        match self {
-            TestBroker::Embedded(b) => {
-                b.cluster().broker_down(1).unwrap();
-                tokio::time::sleep(down).await;
-                b.cluster().broker_up(1).unwrap();
-            }
-            TestBroker::Tansu(t) => {
-                t.kill();
-                tokio::time::sleep(down).await;
-                t.spawn();
-            }
-        }
-    }
 }
 
 impl std::fmt::Debug for TestBroker {
@@ -154,7 +136,7 @@ impl Tansu {
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(&self.dir)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.binary.display()));
@@ -176,7 +158,7 @@ impl Tansu {
         }
     }
 
-    /// SIGKILL: no clean shutdown, what the broker had acknowledged must survive.
+    /// SIGKILL, as at the end of a test.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -37,7 +37,15 @@ async fn dead_letters(p: &Pipeline) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_outage_under_load_loses_nothing_that_was_acknowledged() {
-    let mut broker = TestBroker::start(6);
+    let broker = TestBroker::start(6);
+    // Not on Tansu: 0.6.0's storage task panics in its idempotent-produce check ("more or
+    // less than one row", tansu-storage src/lite.rs:503) when the ingest's producer recovers
+    // from a stall or a restart (seen after both a SIGSTOP and a kill -9 of Tansu, 2 of 5
+    // runs), and every produce hangs from then on: the test would only show that.
+    let TestBroker::Embedded(embedded) = &broker else {
+        eprintln!("not run against Tansu: an outage wedges Tansu 0.6.0 itself (see the comment)");
+        return;
+    };
     let bootstrap = broker.bootstrap_servers();
     let pipeline = start(&bootstrap, okta_sim::SimConfig::default()).await;
     let history = history(300, 21);
@@ -50,7 +58,13 @@ async fn a_broker_outage_under_load_loses_nothing_that_was_acknowledged() {
     let sender = tokio::spawn(async move { deliver_like_shopify(addr, &deliveries, 8).await });
     // Take the broker down for 4 s while webhooks arrive.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    broker.outage(Duration::from_secs(4)).await;
+    assert!(
+        !sender.is_finished(),
+        "the outage must come while webhooks arrive"
+    );
+    embedded.cluster().broker_down(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    embedded.cluster().broker_up(1).unwrap();
     let refused = sender.await.unwrap();
     assert!(
         refused > 0,
