@@ -120,8 +120,8 @@ impl Tansu {
         format!("tcp://{}", self.addr)
     }
 
-    /// Start (or restart) the broker process and wait until it accepts connections.
-    pub fn spawn(&mut self) {
+    /// Start the broker process and wait until it accepts connections.
+    fn spawn(&mut self) {
         assert!(self.child.is_none(), "tansu is already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -159,7 +159,7 @@ impl Tansu {
     }
 
     /// SIGKILL, as at the end of a test.
-    pub fn kill(&mut self) {
+    fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
