@@ -91,6 +91,18 @@ impl Default for SimConfig {
     }
 }
 
+impl SimConfig {
+    /// No practical rate or concurrency limit (a million per window in every bucket, 1000
+    /// concurrent requests): for measuring or testing what is not the limiter.
+    pub fn unthrottled() -> SimConfig {
+        SimConfig {
+            limits: Bucket::ALL.iter().map(|b| (*b, 1_000_000)).collect(),
+            max_concurrency: 1000,
+            ..SimConfig::default()
+        }
+    }
+}
+
 /// One request as the simulator saw it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogEntry {

@@ -38,10 +38,9 @@ fn quiet(mut s: okta_writer::config::Settings) -> okta_writer::config::Settings 
 
 fn unthrottled() -> SimConfig {
     SimConfig {
-        limits: Bucket::ALL.iter().map(|b| (*b, 1_000_000)).collect(),
         max_concurrency: 200,
         log_capacity: 10_000_000,
-        ..SimConfig::default()
+        ..SimConfig::unthrottled()
     }
 }
 

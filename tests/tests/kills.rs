@@ -30,15 +30,9 @@ async fn okta(customers: &[u64]) -> okta_sim::SimHandle {
     ];
     let mut seed = okta_sim::seed(&groups, &[]);
     seed.users = okta_users(customers);
-    let config = okta_sim::SimConfig {
-        limits: okta_sim::Bucket::ALL
-            .iter()
-            .map(|b| (*b, 1_000_000))
-            .collect(),
-        max_concurrency: 1000,
-        ..Default::default()
-    };
-    okta_sim::SimHandle::start(config, &seed).await.unwrap()
+    okta_sim::SimHandle::start(okta_sim::SimConfig::unthrottled(), &seed)
+        .await
+        .unwrap()
 }
 
 /// Every `x-shopify-webhook-id` in a topic, read from its beginning to its current end.

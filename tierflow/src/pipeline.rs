@@ -150,14 +150,11 @@ impl Pipeline {
                 .next()
                 .context("okta.base_url has no address")?
         };
-        let mut sim_config = okta_sim::SimConfig::default();
-        if options.okta_unthrottled {
-            sim_config.limits = okta_sim::Bucket::ALL
-                .iter()
-                .map(|b| (*b, 1_000_000))
-                .collect();
-            sim_config.max_concurrency = 1000;
-        }
+        let sim_config = if options.okta_unthrottled {
+            okta_sim::SimConfig::unthrottled()
+        } else {
+            okta_sim::SimConfig::default()
+        };
         let shared = okta_sim::Shared::new(sim_config, &seed(&settings, options.users))
             .map_err(anyhow::Error::msg)?;
         if let okta_writer::config::Credentials::ApiToken(t) = settings.writer.credentials()? {
