@@ -205,22 +205,11 @@ async fn run(rate: f64, seconds: u64) -> Run {
     }
     let send_took = started.elapsed();
     // Writer lag right after the send phase: ~0 if the rate was sustained end to end.
-    let lag_at_end = {
-        let text = reqwest::get(format!(
-            "http://{}/metrics",
-            pipeline.endpoints.writer_admin
-        ))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-        tierflow::status::parse_metrics(&text)
-            .iter()
-            .filter(|l| l.name == "kafka_consumergroup_lag_sum")
-            .map(|l| l.value)
-            .sum::<f64>()
-    };
+    let lag_at_end = metric_sum(
+        pipeline.endpoints.writer_admin,
+        "kafka_consumergroup_lag_sum",
+    )
+    .await;
     let drain_started = Instant::now();
     let ids: HashMap<String, String> = {
         let store = pipeline.sim.store.lock().unwrap();

@@ -347,6 +347,21 @@ pub async fn deliver_like_shopify(
     failures.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The sum of every series of metric `name` on a service's admin listener (`/metrics`).
+pub async fn metric_sum(admin: std::net::SocketAddr, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .expect("the admin listener answers")
+        .text()
+        .await
+        .expect("a metrics page");
+    tierflow::status::parse_metrics(&text)
+        .iter()
+        .filter(|l| l.name == name)
+        .map(|l| l.value)
+        .sum()
+}
+
 /// The whole pipeline in this process on `bootstrap` (config/dev.toml, every listener on an
 /// ephemeral port, the Okta simulator unthrottled and without users); `tune` adjusts the
 /// settings first.

@@ -22,17 +22,11 @@ async fn start(bootstrap: &str, sim: okta_sim::SimConfig) -> Pipeline {
 }
 
 async fn dead_letters(p: &Pipeline) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", p.endpoints.writer_admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    tierflow::status::parse_metrics(&text)
-        .iter()
-        .filter(|l| l.name == "tierflow_okta_writer_dead_letters_total")
-        .map(|l| l.value)
-        .sum()
+    metric_sum(
+        p.endpoints.writer_admin,
+        "tierflow_okta_writer_dead_letters_total",
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
