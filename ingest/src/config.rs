@@ -82,10 +82,36 @@ pub struct IngestConfig {
     /// How long to wait for the broker's acknowledgement before answering 503.
     #[serde(with = "humantime_serde")]
     pub produce_timeout: Duration,
-    /// Webhooks processed at once (reading, verifying, awaiting the ack); beyond it: 503.
-    /// Bounds memory at about `max_in_flight × max_body_bytes` in the worst case.
+    /// Verified webhooks awaiting the broker's acknowledgement at once; beyond it: 503. Taken
+    /// only after the body is read and its signature verified, so unsigned or slow requests
+    /// never hold one.
     #[serde(deserialize_with = "de::from_str_or_native")]
     pub max_in_flight: usize,
+    /// Open connections on the public listener; past it, new connections wait in the
+    /// kernel's backlog. Each costs at most `max_header_bytes` of buffer plus a task.
+    #[serde(deserialize_with = "de::from_str_or_native")]
+    pub max_connections: usize,
+    /// A connection whose request head has not fully arrived this long after it opened is
+    /// closed (hyper counts from the connection's start).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A body not fully received this long after its head is answered 408 and the connection
+    /// closed. With `header_read_timeout` it must fit in Shopify's 5 s request deadline.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Largest request head (request line + headers); larger gets 431. At least 8 KiB.
+    #[serde(deserialize_with = "de::from_str_or_native")]
+    pub max_header_bytes: usize,
+    /// Bodies held in memory at once, across requests (reading, verifying, publishing);
+    /// a chunk that would exceed it gets 503. Bounds body memory whatever clients send.
+    #[serde(deserialize_with = "de::from_str_or_native")]
+    pub max_buffered_body_bytes: u64,
+    /// A connection this old is closed after its current request (bounds idle keep-alive).
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Duration,
+    /// On shutdown, how long open requests may take to finish before connections are dropped.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 fn topic_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ShopifyTopic>, D::Error> {
@@ -104,6 +130,13 @@ impl Default for IngestConfig {
             topics: ShopifyTopic::ALL.to_vec(),
             produce_timeout: Duration::from_secs(3),
             max_in_flight: 1024,
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(2),
+            body_read_timeout: Duration::from_millis(2500),
+            max_header_bytes: 16 * 1024,
+            max_buffered_body_bytes: 256 * 1024 * 1024,
+            max_connection_age: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -151,6 +184,49 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "ingest.max_in_flight",
                 "must be at least 1",
+            ));
+        }
+        if i.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "ingest.max_connections",
+                "must be at least 1",
+            ));
+        }
+        for (field, d) in [
+            ("ingest.header_read_timeout", i.header_read_timeout),
+            ("ingest.body_read_timeout", i.body_read_timeout),
+            ("ingest.max_connection_age", i.max_connection_age),
+            ("ingest.shutdown_grace", i.shutdown_grace),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::invalid(field, "must be longer than 0s"));
+            }
+        }
+        if i.header_read_timeout + i.body_read_timeout > SHOPIFY_DEADLINE {
+            return Err(ConfigError::invalid(
+                "ingest.body_read_timeout",
+                format!(
+                    "header_read_timeout + body_read_timeout = {} exceeds Shopify's 5 s deadline: a request that slow is already abandoned by Shopify, and only an attacker would still be sending; lower either",
+                    humantime::format_duration(i.header_read_timeout + i.body_read_timeout)
+                ),
+            ));
+        }
+        if i.max_header_bytes < crate::server::MIN_HEADER_BYTES {
+            return Err(ConfigError::invalid(
+                "ingest.max_header_bytes",
+                format!(
+                    "{} is below 8192, the smallest buffer the HTTP server accepts",
+                    i.max_header_bytes
+                ),
+            ));
+        }
+        if i.max_buffered_body_bytes < i.max_body_bytes {
+            return Err(ConfigError::invalid(
+                "ingest.max_buffered_body_bytes",
+                format!(
+                    "{} is below ingest.max_body_bytes ({}): a body of the allowed size could never be read; raise it (e.g. 64 × max_body_bytes)",
+                    i.max_buffered_body_bytes, i.max_body_bytes
+                ),
             ));
         }
         if i.topics.is_empty() {

@@ -3,6 +3,7 @@
 //! - [`config`]: the `[shopify]` and `[ingest]` sections and their validation.
 //! - [`signature`]: HMAC-SHA256 verification against per-shop and global secret sets.
 //! - [`webhook`]: the HTTP routes and the status contract Shopify sees.
+//! - [`server`]: the public listener's bounds (connections, header bytes and time, shutdown).
 //! - [`publisher`]: the idempotent producer and its acknowledgement timeout.
 //! - [`metrics`]: what `/metrics` on the admin listener exposes.
 //!
@@ -11,6 +12,7 @@
 pub mod config;
 pub mod metrics;
 pub mod publisher;
+pub mod server;
 pub mod signature;
 pub mod webhook;
 
@@ -43,6 +45,7 @@ pub struct Application {
     admin_listener: TcpListener,
     state: Arc<AppState>,
     registry: prometheus::Registry,
+    limits: server::ConnectionLimits,
 }
 
 impl Application {
@@ -70,6 +73,12 @@ impl Application {
             quarantine_topic: settings.topics.orders_quarantine.clone(),
             max_body_bytes: ingest.max_body_bytes,
             permits: Arc::new(Semaphore::new(ingest.max_in_flight)),
+            body_budget: Semaphore::new(
+                usize::try_from(ingest.max_buffered_body_bytes)
+                    .unwrap_or(usize::MAX)
+                    .min(Semaphore::MAX_PERMITS),
+            ),
+            body_read_timeout: ingest.body_read_timeout,
             metrics,
             readiness: Readiness::new(METADATA_MAX_AGE),
         });
@@ -79,11 +88,19 @@ impl Application {
         let admin_listener = TcpListener::bind(ingest.admin_listen)
             .await
             .with_context(|| format!("binding ingest.admin_listen {}", ingest.admin_listen))?;
+        let limits = server::ConnectionLimits {
+            max_connections: ingest.max_connections,
+            header_read_timeout: ingest.header_read_timeout,
+            max_header_bytes: ingest.max_header_bytes,
+            max_connection_age: ingest.max_connection_age,
+            shutdown_grace: ingest.shutdown_grace,
+        };
         Ok(Application {
             listener,
             admin_listener,
             state,
             registry,
+            limits,
         })
     }
 
@@ -104,8 +121,8 @@ impl Application {
             .expect("bound listener has an address")
     }
 
-    /// Serve until `shutdown` resolves, then: stop accepting, let in-flight requests finish,
-    /// flush the producer, and only then stop the admin listener (so the last scrape sees it).
+    /// Serve until `shutdown` resolves, then: stop accepting, let in-flight requests finish
+    /// (at most `shutdown_grace`), flush the producer, and only then stop the admin listener (so the last scrape sees it).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -120,9 +137,14 @@ impl Application {
             service_runtime::admin::router(self.registry),
             stopped(stop_rx),
         ));
-        let served = axum::serve(self.listener, webhook::router(self.state.clone()))
-            .with_graceful_shutdown(shutdown)
-            .await;
+        server::serve(
+            self.listener,
+            webhook::router(self.state.clone()),
+            self.limits,
+            self.state.metrics.clone(),
+            shutdown,
+        )
+        .await;
         tracing::info!("listener closed; flushing the producer");
         let state = self.state.clone();
         let flushed =
@@ -130,7 +152,6 @@ impl Application {
         let _ = stop_tx.send(true);
         let _ = readiness.await;
         let admin = admin.await;
-        served.context("serving webhooks")?;
         flushed.context("flush task")?.context(
             "flushing the producer: some records may be unacknowledged (their webhooks got 503)",
         )?;

@@ -25,6 +25,14 @@ pub struct Metrics {
     pub signature_failures: IntCounterVec,
     /// `tierflow_ingest_broker_metadata_age_seconds`: since the last successful metadata fetch.
     pub metadata_age: Gauge,
+    /// `tierflow_ingest_open_connections`: connections on the public listener.
+    pub open_connections: IntGauge,
+    /// `tierflow_ingest_connections_total{outcome}`: how public connections ended (closed,
+    /// header_timeout, header_too_large, malformed, client_gone, io_error, accept_error,
+    /// dropped_at_shutdown).
+    pub connections: IntCounterVec,
+    /// `tierflow_ingest_buffered_body_bytes`: request body bytes held in memory.
+    pub buffered_body_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -84,7 +92,25 @@ impl Metrics {
                 "tierflow_ingest_broker_metadata_age_seconds",
                 "Seconds since broker metadata was last fetched successfully.",
             )?,
+            open_connections: IntGauge::new(
+                "tierflow_ingest_open_connections",
+                "Open connections on the public listener.",
+            )?,
+            connections: IntCounterVec::new(
+                Opts::new(
+                    "tierflow_ingest_connections_total",
+                    "Public connections by how they ended.",
+                ),
+                &["outcome"],
+            )?,
+            buffered_body_bytes: IntGauge::new(
+                "tierflow_ingest_buffered_body_bytes",
+                "Request body bytes held in memory (bounded by ingest.max_buffered_body_bytes).",
+            )?,
         };
+        registry.register(Box::new(m.open_connections.clone()))?;
+        registry.register(Box::new(m.connections.clone()))?;
+        registry.register(Box::new(m.buffered_body_bytes.clone()))?;
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_seconds.clone()))?;
         registry.register(Box::new(m.produce_seconds.clone()))?;

@@ -26,15 +26,16 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use rdkafka::message::{Header, OwnedHeaders};
 use schemas::{headers as h, ShopifyTopic};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tracing::Instrument;
 
 use crate::config::is_shop_domain;
 use crate::metrics::Metrics;
-use crate::publisher::{PublishError, Publisher};
+use crate::publisher::Publisher;
 use crate::signature::{SignatureError, Verifier};
 
 /// How long Shopify (or a load balancer) should wait before retrying a 503.
@@ -49,7 +50,11 @@ pub struct AppState {
     pub orders_topic: String,
     pub quarantine_topic: String,
     pub max_body_bytes: u64,
+    /// Verified webhooks awaiting the broker (`max_in_flight`).
     pub permits: Arc<Semaphore>,
+    /// Body bytes held in memory across requests, one permit a byte (`max_buffered_body_bytes`).
+    pub body_budget: Semaphore,
+    pub body_read_timeout: Duration,
     pub metrics: Metrics,
     pub readiness: Readiness,
 }
@@ -71,8 +76,10 @@ enum Outcome {
     BadRequest(String),
     Unauthorized(SignatureError),
     TooLarge,
+    /// The body did not arrive within `body_read_timeout`.
+    Timeout,
     Overloaded,
-    Unavailable(PublishError),
+    Unavailable,
 }
 
 impl Outcome {
@@ -84,8 +91,9 @@ impl Outcome {
             Outcome::BadRequest(_) => "bad_request",
             Outcome::Unauthorized(_) => "unauthorized",
             Outcome::TooLarge => "too_large",
+            Outcome::Timeout => "timeout",
             Outcome::Overloaded => "overloaded",
-            Outcome::Unavailable(_) => "unavailable",
+            Outcome::Unavailable => "unavailable",
         }
     }
 }
@@ -99,13 +107,22 @@ impl IntoResponse for Outcome {
             Outcome::BadRequest(why) => (StatusCode::BAD_REQUEST, why).into_response(),
             Outcome::Unauthorized(e) => (StatusCode::UNAUTHORIZED, e.to_string()).into_response(),
             Outcome::TooLarge => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
-            Outcome::Overloaded => unavailable("overloaded; retry later".into()),
-            Outcome::Unavailable(e) => unavailable(format!("not stored: {e}; retry later")),
+            // The rest of the body may still be on its way: close rather than read it.
+            Outcome::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                [(header::CONNECTION, HeaderValue::from_static("close"))],
+                "body not received in time\n",
+            )
+                .into_response(),
+            Outcome::Overloaded => unavailable("overloaded; retry later\n"),
+            // The broker's error text stays in the log: it names internals an outsider has no
+            // business seeing.
+            Outcome::Unavailable => unavailable("not stored; retry later\n"),
         }
     }
 }
 
-fn unavailable(why: String) -> Response {
+fn unavailable(why: &'static str) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(
@@ -199,13 +216,6 @@ impl Drop for InFlight<'_> {
 
 impl AppState {
     async fn handle(&self, headers: &HeaderMap, body: Body) -> Outcome {
-        let Ok(_permit) = self.permits.try_acquire() else {
-            tracing::warn!("in-flight bound reached; answering 503");
-            return Outcome::Overloaded;
-        };
-        self.metrics.in_flight.inc();
-        let _in_flight = InFlight(&self.metrics.in_flight);
-
         let declared_len = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -217,12 +227,15 @@ impl AppState {
             Ok(meta) => meta,
             Err(outcome) => return outcome,
         };
-        let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<LengthLimitError>() => return Outcome::TooLarge,
-            Err(e) => return Outcome::BadRequest(format!("cannot read body: {e}")),
-        };
+        // Nothing scarce is held while an unverified client sends its body: only the bytes
+        // that have actually arrived count against the shared budget, and the whole body has
+        // `body_read_timeout` to arrive.
+        let (body, _budget) =
+            match tokio::time::timeout(self.body_read_timeout, self.read_body(body)).await {
+                Ok(Ok(read)) => read,
+                Ok(Err(outcome)) => return outcome,
+                Err(_elapsed) => return Outcome::Timeout,
+            };
         let signature = headers
             .get(h::SHOPIFY_HMAC_SHA256)
             .map(HeaderValue::as_bytes);
@@ -249,8 +262,64 @@ impl AppState {
                 return Outcome::IgnoredTopic;
             }
         };
+        // The in-flight bound covers what waits on the broker: signed, complete requests only.
+        let Ok(_permit) = self.permits.try_acquire() else {
+            tracing::warn!("in-flight bound reached; answering 503");
+            return Outcome::Overloaded;
+        };
+        self.metrics.in_flight.inc();
+        let _in_flight = InFlight(&self.metrics.in_flight);
+        self.publish_verified(&meta, topic, &body).await
+    }
+
+    /// Read the body chunk by chunk against `max_body_bytes` and the shared byte budget.
+    async fn read_body(&self, mut body: Body) -> Result<(Bytes, BodyBudget<'_>), Outcome> {
+        let mut budget = BodyBudget {
+            permit: None,
+            bytes: 0,
+            gauge: &self.metrics.buffered_body_bytes,
+        };
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut total: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Outcome::BadRequest(format!("cannot read body: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers carry nothing we read
+            };
+            let n = data.len() as u64;
+            total += n;
+            if total > self.max_body_bytes {
+                return Err(Outcome::TooLarge);
+            }
+            let Ok(more) = u32::try_from(n) else {
+                return Err(Outcome::TooLarge);
+            };
+            let Ok(permit) = self.body_budget.try_acquire_many(more) else {
+                tracing::warn!("body byte budget exhausted; answering 503");
+                return Err(Outcome::Overloaded);
+            };
+            budget.add(permit, n);
+            chunks.push(data);
+        }
+        let body = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop().expect("one chunk"),
+            _ => {
+                let mut all = BytesMut::with_capacity(usize::try_from(total).unwrap_or(0));
+                for c in &chunks {
+                    all.extend_from_slice(c);
+                }
+                all.freeze()
+            }
+        };
+        Ok((body, budget))
+    }
+
+    /// Key and publish a signed body of an accepted topic; quarantine what cannot be keyed or
+    /// does not have its topic's shape.
+    async fn publish_verified(&self, meta: &Meta<'_>, topic: ShopifyTopic, body: &[u8]) -> Outcome {
         let (destination, topic_name, key, reason) = match schemas::record_key(
-            &meta.shop, topic, &body,
+            &meta.shop, topic, body,
         ) {
             Ok(key) => ("orders", &self.orders_topic, key.to_string(), None),
             Err(e) => {
@@ -273,10 +342,10 @@ impl AppState {
             shopify.topic = %topic,
             shopify.webhook_id = meta.webhook_id,
         );
-        let record_headers = record_headers(&meta, &span, reason);
+        let record_headers = record_headers(meta, &span, reason);
         let published = self
             .publisher
-            .publish(destination, topic_name, &key, &body, record_headers)
+            .publish(destination, topic_name, &key, body, record_headers)
             .instrument(span)
             .await;
         match (published, reason) {
@@ -287,9 +356,34 @@ impl AppState {
             }
             (Err(e), _) => {
                 tracing::warn!(shop = %meta.shop, webhook_id = meta.webhook_id, error = %e, "record not acknowledged; answering 503");
-                Outcome::Unavailable(e)
+                Outcome::Unavailable
             }
         }
+    }
+}
+
+/// Body bytes this request holds against [`AppState::body_budget`], returned on drop.
+struct BodyBudget<'a> {
+    permit: Option<SemaphorePermit<'a>>,
+    bytes: u64,
+    gauge: &'a prometheus::IntGauge,
+}
+
+impl<'a> BodyBudget<'a> {
+    fn add(&mut self, permit: SemaphorePermit<'a>, bytes: u64) {
+        match &mut self.permit {
+            Some(held) => held.merge(permit),
+            None => self.permit = Some(permit),
+        }
+        self.bytes += bytes;
+        self.gauge.add(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
+impl Drop for BodyBudget<'_> {
+    fn drop(&mut self) {
+        self.gauge
+            .sub(i64::try_from(self.bytes).unwrap_or(i64::MAX));
     }
 }
 
@@ -412,9 +506,15 @@ impl Readiness {
     }
 }
 
+/// Public, so it says only ready or not; why is in the log (`broker metadata fetch failed`)
+/// and in `tierflow_ingest_broker_metadata_age_seconds`.
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     match app.readiness.status() {
         Ok(()) => "ready\n".into_response(),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: broker unreachable\n",
+        )
+            .into_response(),
     }
 }
