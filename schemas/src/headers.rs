@@ -40,6 +40,21 @@ pub const SOURCE_PARTITION: &str = "tierflow-source-partition";
 pub const SOURCE_OFFSET: &str = "tierflow-source-offset";
 /// On a segment update: its `event_id`, so consumers can dedup without parsing the value.
 pub const EVENT_ID: &str = "tierflow-event-id";
+/// On a quarantine record whose body was cut to fit the broker's limit: the original body's
+/// length in bytes, its SHA-256 (hex), and `true`.
+pub const BODY_BYTES: &str = "tierflow-body-bytes";
+pub const BODY_SHA256: &str = "tierflow-body-sha256";
+pub const BODY_TRUNCATED: &str = "tierflow-body-truncated";
+
+/// SHA-256 of `bytes` in lower-case hex (for [`BODY_SHA256`]).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// On a `shop/redact` copy the segmenter fans out to every partition of the orders topic (a
 /// shop's customers live in all of them); its value is the partition of the original record.
 pub const FANOUT_FROM: &str = "tierflow-fanout-from";

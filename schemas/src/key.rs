@@ -53,6 +53,11 @@ pub enum KeyError {
     /// another shop's name; the body's own `shop_domain` is the authentic one.
     #[error("body's shop_domain `{body}` differs from the X-Shopify-Shop-Domain header")]
     ShopMismatch { body: String },
+    /// The body does not have the documented shape of the topic in `X-Shopify-Topic`. That
+    /// header is not signed: the exact signed bytes of an order re-sent as `shop/redact` must
+    /// never erase a shop.
+    #[error("body does not have the shape of a `{topic}` payload: {why}")]
+    ShapeMismatch { topic: ShopifyTopic, why: String },
 }
 
 impl KeyError {
@@ -61,6 +66,7 @@ impl KeyError {
             KeyError::NotJson(_) => "invalid_json",
             KeyError::MissingField(_) => "missing_key_field",
             KeyError::ShopMismatch { .. } => "shop_mismatch",
+            KeyError::ShapeMismatch { .. } => "shape_mismatch",
         }
     }
 }
@@ -75,11 +81,14 @@ pub fn record_key(shop: &str, topic: ShopifyTopic, body: &[u8]) -> Result<Record
     }
     let fields: KeyFields =
         serde_json::from_slice(body).map_err(|e| KeyError::NotJson(e.to_string()))?;
-    if let Some(body_shop) = fields.shop_domain {
+    if let Some(body_shop) = &fields.shop_domain {
         if !body_shop.eq_ignore_ascii_case(&shop) {
-            return Err(KeyError::ShopMismatch { body: body_shop });
+            return Err(KeyError::ShopMismatch {
+                body: body_shop.clone(),
+            });
         }
     }
+    check_shape(topic, &fields).map_err(|why| KeyError::ShapeMismatch { topic, why })?;
     match topic.scope() {
         TopicScope::Order => {
             let order_id = fields.id.ok_or(KeyError::MissingField("id"))?.0;
@@ -111,7 +120,89 @@ pub fn record_key(shop: &str, topic: ShopifyTopic, body: &[u8]) -> Result<Record
     }
 }
 
-/// The few fields the key rule reads; everything else is skipped without being materialised.
+/// Does the body have the documented shape of `topic`'s payload? The discriminators are
+/// fields only one family of payloads has: compliance payloads (`customers/redact`,
+/// `customers/data_request`, `shop/redact`) carry `shop_domain` and never an
+/// `admin_graphql_api_id`; order, refund and customer resources carry an
+/// `admin_graphql_api_id` of their own kind (`gid://shopify/Order/…`) when they carry one, and
+/// never `shop_domain` or `orders_to_redact`. Checked against Shopify's documented example
+/// payloads per topic.
+fn check_shape(topic: ShopifyTopic, f: &KeyFields) -> Result<(), String> {
+    let compliance_fields = [
+        ("shop_domain", f.shop_domain.is_some()),
+        ("orders_to_redact", f.orders_to_redact.is_some()),
+        ("orders_requested", f.orders_requested.is_some()),
+        ("data_request", f.data_request.is_some()),
+    ];
+    let resource_fields = [
+        ("id", f.id.is_some()),
+        ("admin_graphql_api_id", f.admin_graphql_api_id.is_some()),
+        ("updated_at", f.updated_at.is_some()),
+        ("line_items", f.line_items.is_some()),
+        ("order_id", f.order_id.is_some()),
+    ];
+    let forbid = |fields: &[(&str, bool)]| match fields.iter().find(|(_, present)| *present) {
+        Some((name, _)) => Err(format!(
+            "has `{name}`, which this topic's payload never has"
+        )),
+        None => Ok(()),
+    };
+    let require = |name: &str, present: bool| {
+        if present {
+            Ok(())
+        } else {
+            Err(format!("lacks `{name}`"))
+        }
+    };
+    let gid = |kind: &str| match f.admin_graphql_api_id.as_deref() {
+        None => Ok(()),
+        Some(g) if g.starts_with(&format!("gid://shopify/{kind}/")) => Ok(()),
+        Some(g) => Err(format!("admin_graphql_api_id `{g}` is not a {kind}")),
+    };
+    match topic.scope() {
+        TopicScope::Order => {
+            forbid(&compliance_fields)?;
+            gid("Order")
+        }
+        TopicScope::Refund => {
+            forbid(&compliance_fields)?;
+            gid("Refund")
+        }
+        TopicScope::Customer => {
+            forbid(&compliance_fields)?;
+            forbid(&[
+                ("line_items", f.line_items.is_some()),
+                ("order_id", f.order_id.is_some()),
+            ])?;
+            gid("Customer")
+        }
+        TopicScope::CustomerCompliance => {
+            forbid(&resource_fields)?;
+            require("shop_domain", f.shop_domain.is_some())?;
+            require("customer", f.customer.is_some())?;
+            if topic == ShopifyTopic::CustomersRedact {
+                require("orders_to_redact", f.orders_to_redact.is_some())?;
+                forbid(&[("data_request", f.data_request.is_some())])
+            } else {
+                require("data_request", f.data_request.is_some())?;
+                forbid(&[("orders_to_redact", f.orders_to_redact.is_some())])
+            }
+        }
+        TopicScope::Shop => {
+            forbid(&resource_fields)?;
+            forbid(&[
+                ("customer", f.customer.is_some()),
+                ("orders_to_redact", f.orders_to_redact.is_some()),
+                ("orders_requested", f.orders_requested.is_some()),
+                ("data_request", f.data_request.is_some()),
+            ])?;
+            require("shop_domain", f.shop_domain.is_some())
+        }
+    }
+}
+
+/// The few fields the key rule and the shape check read; everything else is skipped without
+/// being materialised.
 #[derive(Deserialize)]
 struct KeyFields {
     #[serde(default)]
@@ -123,6 +214,18 @@ struct KeyFields {
     /// Only compliance payloads carry it (order and customer bodies do not).
     #[serde(default)]
     shop_domain: Option<String>,
+    #[serde(default)]
+    admin_graphql_api_id: Option<String>,
+    #[serde(default)]
+    updated_at: Option<IgnoredAny>,
+    #[serde(default)]
+    line_items: Option<IgnoredAny>,
+    #[serde(default)]
+    orders_to_redact: Option<IgnoredAny>,
+    #[serde(default)]
+    orders_requested: Option<IgnoredAny>,
+    #[serde(default)]
+    data_request: Option<IgnoredAny>,
 }
 
 /// `customer`: an object whose `id` we need. Written out because serde's derive would also accept
@@ -281,14 +384,63 @@ mod tests {
             key(ShopifyTopic::CustomersRedact, redact).unwrap(),
             "example.myshopify.com/191167"
         );
+        let data_request = r#"{"shop_id":954889,"shop_domain":"example.myshopify.com","orders_requested":[299938],"customer":{"id":191167,"email":"john@example.com"},"data_request":{"id":9999}}"#;
         assert_eq!(
-            key(ShopifyTopic::CustomersDataRequest, redact).unwrap(),
+            key(ShopifyTopic::CustomersDataRequest, data_request).unwrap(),
             "example.myshopify.com/191167"
         );
         assert_eq!(
-            key(ShopifyTopic::ShopRedact, r#"{"shop_id":954889}"#).unwrap(),
+            key(
+                ShopifyTopic::ShopRedact,
+                r#"{"shop_id":954889,"shop_domain":"example.myshopify.com"}"#
+            )
+            .unwrap(),
             "example.myshopify.com"
         );
+    }
+
+    /// The topic header is not signed: a signed body re-sent under another topic must not be
+    /// read as that topic. Every pair of (body family, topic) that differs is refused.
+    #[test]
+    fn a_body_under_another_topics_header_is_a_shape_mismatch() {
+        let order = r#"{"id":820982911946154508,"admin_graphql_api_id":"gid://shopify/Order/820982911946154508","updated_at":"2026-11-20T10:15:31-05:00","line_items":[],"customer":{"id":115310627314723954}}"#;
+        let refund = r#"{"id":509562969,"order_id":450789469,"admin_graphql_api_id":"gid://shopify/Refund/509562969"}"#;
+        let customer = r#"{"id":706405506930370084,"email":"bob@example.com","updated_at":"2026-11-20T10:15:31-05:00","admin_graphql_api_id":"gid://shopify/Customer/706405506930370084"}"#;
+        let redact = r#"{"shop_id":954889,"shop_domain":"example.myshopify.com","customer":{"id":191167},"orders_to_redact":[299938]}"#;
+        let data_request = r#"{"shop_id":954889,"shop_domain":"example.myshopify.com","orders_requested":[1],"customer":{"id":191167},"data_request":{"id":9999}}"#;
+        let shop_redact = r#"{"shop_id":954889,"shop_domain":"example.myshopify.com"}"#;
+        use ShopifyTopic::*;
+        let families: [(&str, &[ShopifyTopic]); 6] = [
+            (
+                order,
+                &[
+                    OrdersCreate,
+                    OrdersUpdated,
+                    OrdersCancelled,
+                    OrdersPaid,
+                    OrdersEdited,
+                ],
+            ),
+            (refund, &[RefundsCreate]),
+            (
+                customer,
+                &[CustomersCreate, CustomersUpdate, CustomersDelete],
+            ),
+            (redact, &[CustomersRedact]),
+            (data_request, &[CustomersDataRequest]),
+            (shop_redact, &[ShopRedact]),
+        ];
+        for (body, own) in families {
+            for topic in ShopifyTopic::ALL {
+                let result = key(topic, body);
+                if own.contains(&topic) {
+                    assert!(result.is_ok(), "{topic} {body}: {result:?}");
+                } else {
+                    let err = result.expect_err(&format!("{topic} accepted {body}"));
+                    assert_eq!(err.reason(), "shape_mismatch", "{topic} {body}: {err}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -311,6 +463,11 @@ mod tests {
             (
                 ShopifyTopic::CustomersRedact,
                 r#"{"customer":null}"#,
+                "shape_mismatch",
+            ),
+            (
+                ShopifyTopic::CustomersRedact,
+                r#"{"shop_domain":"example.myshopify.com","customer":{},"orders_to_redact":[]}"#,
                 "missing_key_field",
             ),
             (ShopifyTopic::ShopRedact, "{", "invalid_json"),

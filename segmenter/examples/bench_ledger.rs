@@ -39,6 +39,7 @@ fn throughput() {
         topic: ShopifyTopic::OrdersUpdated,
         webhook_id: Some("wh"),
         event_time: "",
+        received_at_us: None,
     };
     let mut rates = Vec::new();
     for _ in 0..7 {
@@ -48,7 +49,10 @@ fn throughput() {
         let mut updates = 0usize;
         for body in &bodies {
             let event = normalize(ShopifyTopic::OrdersUpdated, body).expect("valid body");
-            updates += decide(&rules, &mut ledger, &event, &meta).updates.len();
+            updates += decide(&rules, &mut ledger, &event, &meta)
+                .expect("decidable")
+                .updates
+                .len();
         }
         let secs = started.elapsed().as_secs_f64();
         rates.push(bodies.len() as f64 / secs);
@@ -89,7 +93,7 @@ fn memory(customers: u64, per_customer: u64) {
                 financial_status: Some("paid".into()),
             };
             let counted = rules.spend.counts(&o);
-            ledger.apply(key, &o, counted);
+            ledger.apply(key, &o, counted).expect("in range");
         }
     }
     let took = started.elapsed();
@@ -136,7 +140,9 @@ fn restore(customers: u64, per_customer: u64) {
     let started = Instant::now();
     let mut ledger = Ledger::new();
     for e in &encoded {
-        ledger.restore(&serde_json::from_slice::<OrderRecord>(e).expect("decodes"));
+        ledger
+            .restore(&serde_json::from_slice::<OrderRecord>(e).expect("decodes"))
+            .expect("in range");
     }
     let took = started.elapsed().as_secs_f64();
     println!(

@@ -85,6 +85,33 @@ impl Currency {
     }
 }
 
+/// An order whose amount would take its customer's total past what `Decimal` can hold. The
+/// ledger refuses it (nothing changes) so every stored total stays computable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the customer's total spent would exceed the largest representable amount")]
+pub struct TotalOverflow;
+
+/// Sum of the counted orders' amounts, `None` on overflow.
+fn counted_total(orders: &[OrderEntry]) -> Option<Decimal> {
+    orders
+        .iter()
+        .filter(|e| e.counted)
+        .try_fold(Decimal::ZERO, |t, e| t.checked_add(e.amount))
+}
+
+/// Would storing `entry` keep the customer's total computable?
+fn fits(orders: &[OrderEntry], entry: &OrderEntry) -> bool {
+    let others = orders
+        .iter()
+        .filter(|e| e.counted && e.order_id != entry.order_id)
+        .try_fold(Decimal::ZERO, |t, e| t.checked_add(e.amount));
+    match others {
+        Some(t) if entry.counted => t.checked_add(entry.amount).is_some(),
+        Some(_) => true,
+        None => false,
+    }
+}
+
 /// What the spend rule says about a customer right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -220,34 +247,42 @@ impl Ledger {
     }
 
     /// Store `order` if it is newer than what the ledger has. Returns the stored record when
-    /// it was (for the changelog), `None` for a duplicate or stale version.
+    /// it was (for the changelog), `None` for a duplicate or stale version, and an error
+    /// (nothing stored) if the customer's total would overflow.
     pub fn apply(
         &mut self,
         key: CustomerKey,
         order: &NormalizedOrder,
         counted: bool,
-    ) -> Option<OrderRecord> {
+    ) -> Result<Option<OrderRecord>, TotalOverflow> {
         let version = Version {
             updated_at_us: order.updated_at_us,
             fingerprint: fingerprint(order, counted),
         };
-        let state = self.customers.entry(key).or_default();
-        if let Some(existing) = state.orders.iter().find(|e| e.order_id == order.order_id) {
-            if existing.version >= version {
-                return None;
-            }
-        }
         let entry = OrderEntry {
             order_id: order.order_id,
             version,
             amount: order.amount,
             counted,
         };
+        if let Some(state) = self.customers.get(&key) {
+            if let Some(existing) = state.orders.iter().find(|e| e.order_id == order.order_id) {
+                if existing.version >= version {
+                    return Ok(None);
+                }
+            }
+            if !fits(&state.orders, &entry) {
+                return Err(TotalOverflow);
+            }
+        } else if !fits(&[], &entry) {
+            return Err(TotalOverflow);
+        }
+        let state = self.customers.entry(key).or_default();
         if upsert(&mut state.orders, entry) {
             self.orders += 1;
         }
         state.take_contact(version, order.email.as_deref(), order.currency.as_deref());
-        Some(OrderRecord {
+        Ok(Some(OrderRecord {
             shop: self.shops[key.shop as usize].to_string(),
             customer_id: key.customer_id,
             order_id: order.order_id,
@@ -256,24 +291,33 @@ impl Ledger {
             counted,
             email: order.email.clone(),
             currency: order.currency.clone(),
-        })
+        }))
     }
 
     /// Put a changelog record back, as it was when written (restore path: no version check,
-    /// the changelog holds accepted versions in the order they were accepted).
-    pub fn restore(&mut self, r: &OrderRecord) {
+    /// the changelog holds accepted versions in the order they were accepted). A record that
+    /// would make the total overflow (only a changelog written before the ledger refused such
+    /// orders can hold one) is refused, as `apply` would have.
+    pub fn restore(&mut self, r: &OrderRecord) -> Result<(), TotalOverflow> {
         let key = self.key(&r.shop, r.customer_id);
-        let state = self.customers.entry(key).or_default();
         let entry = OrderEntry {
             order_id: r.order_id,
             version: r.version,
             amount: r.amount,
             counted: r.counted,
         };
+        let state = self.customers.entry(key).or_default();
+        if !fits(&state.orders, &entry) {
+            if state.orders.is_empty() {
+                self.customers.remove(&key);
+            }
+            return Err(TotalOverflow);
+        }
         if upsert(&mut state.orders, entry) {
             self.orders += 1;
         }
         state.take_contact(r.version, r.email.as_deref(), r.currency.as_deref());
+        Ok(())
     }
 
     /// Apply a changelog tombstone for one order.
@@ -296,11 +340,10 @@ impl Ledger {
 
     pub fn summary(&self, key: CustomerKey) -> Option<Summary> {
         let state = self.customers.get(&key)?;
-        let (total_spent, orders_count) = state
-            .orders
-            .iter()
-            .filter(|e| e.counted)
-            .fold((Decimal::ZERO, 0u64), |(t, n), e| (t + e.amount, n + 1));
+        // `apply` and `restore` refuse any order that would overflow, so this sum fits;
+        // saturating keeps a broken invariant from ever becoming a panic.
+        let total_spent = counted_total(&state.orders).unwrap_or(Decimal::MAX);
+        let orders_count = state.orders.iter().filter(|e| e.counted).count() as u64;
         Some(Summary {
             total_spent,
             orders_count,

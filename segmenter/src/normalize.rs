@@ -50,6 +50,10 @@ pub enum NormalizeError {
     Missing(&'static str),
     #[error("`{field}` is not valid: {detail}")]
     Invalid { field: &'static str, detail: String },
+    /// Refused by the record contract the ingest applies (shape, shop, key fields): only a
+    /// record written before that check, or by another producer, gets here.
+    #[error(transparent)]
+    Contract(schemas::KeyError),
 }
 
 impl NormalizeError {
@@ -59,6 +63,7 @@ impl NormalizeError {
             NormalizeError::InvalidJson(_) => "invalid_json",
             NormalizeError::Missing(_) => "missing_field",
             NormalizeError::Invalid { .. } => "invalid_field",
+            NormalizeError::Contract(e) => e.reason(),
         }
     }
 }
@@ -106,6 +111,14 @@ struct Money {
 #[derive(Deserialize)]
 struct RedactBody {
     customer: Option<CustomerBody>,
+}
+
+/// What a record of `shop` and `topic` means: the record contract first (the body must have
+/// the documented shape of its topic and name the shop, since neither header is signed),
+/// then [`normalize`].
+pub fn interpret(shop: &str, topic: ShopifyTopic, body: &[u8]) -> Result<Event, NormalizeError> {
+    schemas::record_key(shop, topic, body).map_err(NormalizeError::Contract)?;
+    normalize(topic, body)
 }
 
 /// Normalise one verified body of `topic` (as the ingest wrote it).

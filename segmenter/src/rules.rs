@@ -19,6 +19,17 @@ pub struct SpendConfig {
     pub counted_financial_statuses: Vec<String>,
     #[serde(deserialize_with = "service_runtime::config::de::from_str_or_native")]
     pub count_test_orders: bool,
+    /// An order amount above this (shop currency) is not believed: the record is quarantined
+    /// (`amount_out_of_range`) instead of counted. Guards the sums against absurd or hostile
+    /// values; a real order of this size would be worth a look anyway.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub max_order_amount: Decimal,
+    /// An order version whose `updated_at` is this far after the record's receive time (the
+    /// ingest's `tierflow-received-at`, else the Kafka timestamp) is quarantined
+    /// (`event_time_in_future`): it would otherwise outrank every later real version. Both
+    /// times come from the record, so replays decide the same.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: std::time::Duration,
 }
 
 impl Default for SpendConfig {
@@ -30,6 +41,8 @@ impl Default for SpendConfig {
                 "partially_refunded".into(),
             ],
             count_test_orders: false,
+            max_order_amount: Decimal::from(1_000_000_000_000u64),
+            max_clock_skew: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -93,6 +106,18 @@ pub struct RecordMeta<'a> {
     /// When the event happened, for events without their own timestamp (redactions): the
     /// webhook's `X-Shopify-Triggered-At`, else the record's timestamp. RFC 3339.
     pub event_time: &'a str,
+    /// When the ingest received the record (microseconds since the epoch), if known: the
+    /// yardstick for "too far in the future". Taken from the record, never the wall clock.
+    pub received_at_us: Option<i64>,
+}
+
+/// A record the rules refuse to decide; it is quarantined with `reason` and nothing changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct Undecidable {
+    /// Short, stable code for the quarantine header and metric label.
+    pub reason: &'static str,
+    pub detail: String,
 }
 
 /// A changelog write: one order's stored version, or its removal.
@@ -111,19 +136,22 @@ pub struct Decision {
     pub outcome: &'static str,
 }
 
-/// Apply `event` to `ledger` under `rules`.
+/// Apply `event` to `ledger` under `rules`. An undecidable event changes nothing.
 pub fn decide(
     rules: &Rules,
     ledger: &mut Ledger,
     event: &Event,
     meta: &RecordMeta<'_>,
-) -> Decision {
-    match event {
+) -> Result<Decision, Undecidable> {
+    Ok(match event {
         Event::Skip(reason) => Decision {
             outcome: reason,
             ..Decision::default()
         },
-        Event::Order(order) => decide_order(rules, ledger, order, meta),
+        Event::Order(order) => {
+            check_order(&rules.spend, order, meta)?;
+            decide_order(rules, ledger, order, meta)?
+        }
         Event::RedactCustomer { customer_id } => {
             let key = ledger.key(meta.shop, *customer_id);
             let mut d = Decision {
@@ -143,7 +171,44 @@ pub fn decide(
             }
             d
         }
+    })
+}
+
+/// The sanity bounds an order version must meet before it may change a ledger.
+fn check_order(
+    spend: &SpendConfig,
+    order: &NormalizedOrder,
+    meta: &RecordMeta<'_>,
+) -> Result<(), Undecidable> {
+    if order.amount.is_sign_negative() && !order.amount.is_zero() {
+        return Err(Undecidable {
+            reason: "negative_amount",
+            detail: format!("order amount {} is negative", order.amount),
+        });
     }
+    if order.amount > spend.max_order_amount {
+        return Err(Undecidable {
+            reason: "amount_out_of_range",
+            detail: format!(
+                "order amount {} exceeds spend.max_order_amount {}",
+                order.amount, spend.max_order_amount
+            ),
+        });
+    }
+    let skew_us = i64::try_from(spend.max_clock_skew.as_micros()).unwrap_or(i64::MAX);
+    if let Some(received) = meta.received_at_us {
+        if order.updated_at_us > received.saturating_add(skew_us) {
+            return Err(Undecidable {
+                reason: "event_time_in_future",
+                detail: format!(
+                    "updated_at {} is more than {} after the record was received",
+                    order.updated_at,
+                    humantime::format_duration(spend.max_clock_skew)
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn decide_order(
@@ -151,15 +216,19 @@ fn decide_order(
     ledger: &mut Ledger,
     order: &NormalizedOrder,
     meta: &RecordMeta<'_>,
-) -> Decision {
+) -> Result<Decision, Undecidable> {
     let key = ledger.key(meta.shop, order.customer_id);
     let before = ledger.summary(key);
     let counted = rules.spend.counts(order);
-    let Some(record) = ledger.apply(key, order, counted) else {
-        return Decision {
+    let applied = ledger.apply(key, order, counted).map_err(|e| Undecidable {
+        reason: "total_out_of_range",
+        detail: e.to_string(),
+    })?;
+    let Some(record) = applied else {
+        return Ok(Decision {
             outcome: "duplicate",
             ..Decision::default()
-        };
+        });
     };
     let after = ledger.summary(key).expect("just applied");
     let previous_tier = before
@@ -192,7 +261,7 @@ fn decide_order(
             &order.updated_at,
         ));
     }
-    d
+    Ok(d)
 }
 
 fn redact(

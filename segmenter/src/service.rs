@@ -38,7 +38,7 @@ use service_runtime::kafka::GroupContext;
 use crate::config::Settings;
 use crate::ledger::{Ledger, OrderRecord};
 use crate::metrics::Metrics;
-use crate::normalize::normalize;
+use crate::normalize::interpret;
 use crate::rules::{decide, ChangelogWrite, RecordMeta, Rules};
 
 struct PartitionState {
@@ -55,6 +55,37 @@ struct Out {
     headers: OwnedHeaders,
 }
 
+/// Metric increments of one batch, applied only once the batch is acknowledged and its
+/// offsets stored: a failed batch is redone, and counting it twice would lie.
+#[derive(Default)]
+struct Tally {
+    records: HashMap<&'static str, u64>,
+    quarantined: HashMap<&'static str, u64>,
+    updates: HashMap<(&'static str, &'static str), u64>,
+}
+
+impl Tally {
+    fn record(&mut self, outcome: &'static str) {
+        *self.records.entry(outcome).or_default() += 1;
+    }
+
+    fn quarantine(&mut self, reason: &'static str) {
+        *self.quarantined.entry(reason).or_default() += 1;
+    }
+
+    fn apply(self, m: &Metrics) {
+        for (outcome, n) in self.records {
+            m.records.with_label_values(&[outcome]).inc_by(n);
+        }
+        for (reason, n) in self.quarantined {
+            m.quarantined.with_label_values(&[reason]).inc_by(n);
+        }
+        for ((kind, changed), n) in self.updates {
+            m.updates.with_label_values(&[kind, changed]).inc_by(n);
+        }
+    }
+}
+
 /// The running segmenter.
 pub struct Segmenter {
     consumer: StreamConsumer<GroupContext>,
@@ -65,6 +96,9 @@ pub struct Segmenter {
     metrics: Metrics,
     state: HashMap<i32, PartitionState>,
     orders_partitions: i32,
+    /// Largest quarantine record the broker takes (topic `max.message.bytes`, capped by the
+    /// producer's `message.max.bytes`); quarantine copies are cut to fit.
+    quarantine_max_bytes: usize,
 }
 
 impl std::fmt::Debug for Segmenter {
@@ -102,7 +136,7 @@ impl Segmenter {
             .create_with_context(ctx)
             .context("creating the Kafka consumer")?;
         let timeout = cfg.produce_timeout.as_millis().to_string();
-        let producer: FutureProducer = service_runtime::kafka::client_config(
+        let producer_config = service_runtime::kafka::client_config(
             &settings.kafka,
             bootstrap,
             &[
@@ -111,9 +145,10 @@ impl Segmenter {
                 ("client.id", "tierflow-segmenter"),
             ],
             &[("enable.idempotence", "true"), ("acks", "all")],
-        )?
-        .create()
-        .context("creating the Kafka producer")?;
+        )?;
+        let producer: FutureProducer = producer_config
+            .create()
+            .context("creating the Kafka producer")?;
         let restore_config = service_runtime::kafka::client_config(
             &settings.kafka,
             bootstrap,
@@ -136,6 +171,8 @@ impl Segmenter {
         );
         partitions(&topics.segments)?;
         partitions(&topics.orders_quarantine)?;
+        let quarantine_max_bytes =
+            quarantine_limit(&restore_config, &producer_config, &topics.orders_quarantine)?;
         consumer
             .subscribe(&[topics.orders.as_str()])
             .context("subscribing to the orders topic")?;
@@ -148,6 +185,7 @@ impl Segmenter {
             metrics,
             state: HashMap::new(),
             orders_partitions,
+            quarantine_max_bytes,
         })
     }
 
@@ -244,6 +282,10 @@ impl Segmenter {
         let mut last_offsets: BTreeMap<i32, i64> = BTreeMap::new();
         let mut outs: Vec<Out> = Vec::new();
         let mut changelog: Vec<Out> = Vec::new();
+        let mut tally = Tally::default();
+        // Partitions whose ledger a panic may have left half-changed: dropped after the batch
+        // (so restored from the changelog, which holds exactly the batch's accepted effects).
+        let mut poisoned: Vec<i32> = Vec::new();
         // Partitions this batch needs and this instance has no current state for (newly
         // assigned, or dropped after a failed batch): restore them together, one read.
         let mut needed: BTreeMap<i32, u64> = BTreeMap::new();
@@ -267,16 +309,50 @@ impl Segmenter {
             if self.consumer.context().epoch(p) != Some(*epoch) {
                 // Received under an assignment that has since ended; its new owner (maybe us
                 // again) starts from the committed offset.
-                self.metrics
-                    .records
-                    .with_label_values(&["stale_assignment"])
-                    .inc();
+                tally.record("stale_assignment");
                 continue;
             }
             first_offsets.entry(p).or_insert(m.offset());
             last_offsets.insert(p, m.offset());
-            let outcome = self.decide_record(m, &mut outs, &mut changelog);
-            self.metrics.records.with_label_values(&[outcome]).inc();
+            let mut record_outs = Vec::new();
+            let mut record_changelog = Vec::new();
+            let mut record_tally = Tally::default();
+            let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.decide_record(
+                    m,
+                    &mut record_outs,
+                    &mut record_changelog,
+                    &mut record_tally,
+                )
+            }));
+            match decided {
+                Ok(outcome) => {
+                    outs.append(&mut record_outs);
+                    changelog.append(&mut record_changelog);
+                    for (k, n) in record_tally.records {
+                        *tally.records.entry(k).or_default() += n;
+                    }
+                    for (k, n) in record_tally.quarantined {
+                        *tally.quarantined.entry(k).or_default() += n;
+                    }
+                    for (k, n) in record_tally.updates {
+                        *tally.updates.entry(k).or_default() += n;
+                    }
+                    tally.record(outcome);
+                }
+                Err(panic) => {
+                    let detail = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panic".into());
+                    tracing::error!(partition = p, offset = m.offset(), panic = %detail, "deciding a record panicked; quarantined, partition state will be restored");
+                    outs.push(self.quarantine_copy(m, "decision_panic", &detail));
+                    tally.quarantine("decision_panic");
+                    tally.record("quarantined");
+                    poisoned.push(p);
+                }
+            }
         }
         let decided = started.elapsed();
         let produce_started = Instant::now();
@@ -309,6 +385,10 @@ impl Segmenter {
                 .store_offset(&orders_topic, *p, *last)
                 .with_context(|| format!("storing offset {last} of partition {p}"))?;
         }
+        tally.apply(&self.metrics);
+        for p in poisoned {
+            self.state.remove(&p);
+        }
         let (customers, orders) = self.state.values().fold((0, 0), |(c, o), s| {
             (c + s.ledger.customers(), o + s.ledger.orders())
         });
@@ -328,12 +408,92 @@ impl Segmenter {
         Ok(())
     }
 
+    /// A quarantine copy of `m`: its headers plus where it came from and why, its body cut
+    /// to what the quarantine topic takes (the whole record stays at its source offset).
+    fn quarantine_copy(&self, m: &OwnedMessage, reason: &str, detail: &str) -> Out {
+        let p = m.partition();
+        let payload = m.payload().unwrap_or_default();
+        let detail = truncate_str(detail, 1024);
+        let mut hs = m
+            .headers()
+            .cloned()
+            .unwrap_or_default()
+            .insert(Header {
+                key: h::SOURCE_TOPIC,
+                value: Some(m.topic()),
+            })
+            .insert(Header {
+                key: h::SOURCE_PARTITION,
+                value: Some(&p.to_string()),
+            })
+            .insert(Header {
+                key: h::SOURCE_OFFSET,
+                value: Some(&m.offset().to_string()),
+            })
+            .insert(Header {
+                key: h::QUARANTINE_REASON,
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: h::QUARANTINE_DETAIL,
+                value: Some(detail),
+            })
+            .insert(Header {
+                key: h::QUARANTINED_BY,
+                value: Some("segmenter"),
+            });
+        let key = key_text(m);
+        let overhead = key.len() + headers_len(&hs) + RECORD_OVERHEAD;
+        let room = self.quarantine_max_bytes.saturating_sub(overhead);
+        let body = if payload.len() > room {
+            hs = hs
+                .insert(Header {
+                    key: h::BODY_BYTES,
+                    value: Some(&payload.len().to_string()),
+                })
+                .insert(Header {
+                    key: h::BODY_SHA256,
+                    value: Some(&schemas::headers::sha256_hex(payload)),
+                })
+                .insert(Header {
+                    key: h::BODY_TRUNCATED,
+                    value: Some("true"),
+                });
+            // The headers just added cost a little room too.
+            &payload[..room.saturating_sub(256)]
+        } else {
+            payload
+        };
+        Out {
+            topic: self.settings.topics.orders_quarantine.clone(),
+            partition: None,
+            key,
+            payload: Some(body.to_vec()),
+            headers: hs,
+        }
+    }
+
+    /// Quarantine `m` for `reason`; returns the outcome label.
+    fn quarantined(
+        &self,
+        m: &OwnedMessage,
+        tally: &mut Tally,
+        reason: &'static str,
+        detail: &str,
+        outs: &mut Vec<Out>,
+    ) -> &'static str {
+        outs.push(self.quarantine_copy(m, reason, detail));
+        tally.quarantine(reason);
+        "quarantined"
+    }
+
     /// Decide one record, appending what it produces. Returns the outcome label.
     fn decide_record(
         &mut self,
         m: &OwnedMessage,
         outs: &mut Vec<Out>,
         changelog: &mut Vec<Out>,
+        tally: &mut Tally,
     ) -> &'static str {
         let p = m.partition();
         let headers = header_map(m);
@@ -352,52 +512,29 @@ impl Segmenter {
                 value: Some(&m.offset().to_string()),
             })
         };
-        let quarantine = |reason: &str, detail: &str, outs: &mut Vec<Out>| {
-            let hs = m.headers().cloned().unwrap_or_default();
-            let hs = source(hs)
-                .insert(Header {
-                    key: h::QUARANTINE_REASON,
-                    value: Some(reason),
-                })
-                .insert(Header {
-                    key: h::QUARANTINE_DETAIL,
-                    value: Some(detail),
-                })
-                .insert(Header {
-                    key: h::QUARANTINED_BY,
-                    value: Some("segmenter"),
-                });
-            outs.push(Out {
-                topic: self.settings.topics.orders_quarantine.clone(),
-                partition: None,
-                key: key_text(m),
-                payload: Some(m.payload().unwrap_or_default().to_vec()),
-                headers: hs,
-            });
-        };
         let (Some(topic), Some(shop)) = (get(h::SHOPIFY_TOPIC), get(h::SHOPIFY_SHOP_DOMAIN)) else {
-            quarantine(
+            return self.quarantined(
+                m,
+                tally,
                 "missing_header",
                 "record lacks x-shopify-topic or x-shopify-shop-domain",
                 outs,
             );
-            self.metrics
-                .quarantined
-                .with_label_values(&["missing_header"])
-                .inc();
-            return "quarantined";
         };
         let Ok(topic) = topic.parse::<ShopifyTopic>() else {
-            quarantine(
+            return self.quarantined(
+                m,
+                tally,
                 "unknown_topic",
                 &format!("unknown Shopify topic `{topic}`"),
                 outs,
             );
-            self.metrics
-                .quarantined
-                .with_label_values(&["unknown_topic"])
-                .inc();
-            return "quarantined";
+        };
+        // The topic header is not signed: the body must have that topic's documented shape
+        // (checked before a shop/redact fans out) or it is never acted on.
+        let event = match interpret(shop, topic, m.payload().unwrap_or_default()) {
+            Ok(e) => e,
+            Err(e) => return self.quarantined(m, tally, e.reason(), &e.to_string(), outs),
         };
         if topic == ShopifyTopic::ShopRedact && get(h::FANOUT_FROM).is_none() {
             // A shop's customers live in every partition: hand each partition's owner a copy.
@@ -416,17 +553,6 @@ impl Segmenter {
             }
             return "fanned_out";
         }
-        let event = match normalize(topic, m.payload().unwrap_or_default()) {
-            Ok(e) => e,
-            Err(e) => {
-                quarantine(e.reason(), &e.to_string(), outs);
-                self.metrics
-                    .quarantined
-                    .with_label_values(&[e.reason()])
-                    .inc();
-                return "quarantined";
-            }
-        };
         let event_time = get(h::SHOPIFY_TRIGGERED_AT)
             .map(str::to_owned)
             .or_else(|| {
@@ -436,14 +562,22 @@ impl Segmenter {
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             })
             .unwrap_or_default();
+        let received_at_us = get(h::RECEIVED_AT)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_micros())
+            .or_else(|| m.timestamp().to_millis().map(|ms| ms.saturating_mul(1000)));
         let meta = RecordMeta {
             shop,
             topic,
             webhook_id: get(h::SHOPIFY_WEBHOOK_ID),
             event_time: &event_time,
+            received_at_us,
         };
         let state = self.state.get_mut(&p).expect("restored above");
-        let decision = decide(&self.rules, &mut state.ledger, &event, &meta);
+        let decision = match decide(&self.rules, &mut state.ledger, &event, &meta) {
+            Ok(d) => d,
+            Err(e) => return self.quarantined(m, tally, e.reason, &e.detail, outs),
+        };
         let span = tracing::info_span!(
             "decide",
             otel.kind = "consumer",
@@ -462,16 +596,14 @@ impl Segmenter {
         let (traceparent, tracestate) =
             service_runtime::telemetry::trace_context_after(&span, get(h::TRACEPARENT));
         for u in &decision.updates {
-            self.metrics
-                .updates
-                .with_label_values(&[
-                    match u.kind {
-                        UpdateKind::Segment => "segment",
-                        UpdateKind::Redact => "redact",
-                    },
-                    if u.tier_changed { "true" } else { "false" },
-                ])
-                .inc();
+            let labels = (
+                match u.kind {
+                    UpdateKind::Segment => "segment",
+                    UpdateKind::Redact => "redact",
+                },
+                if u.tier_changed { "true" } else { "false" },
+            );
+            *tally.updates.entry(labels).or_default() += 1;
             let mut hs = source(OwnedHeaders::new())
                 .insert(Header {
                     key: h::EVENT_ID,
@@ -520,11 +652,64 @@ impl Segmenter {
 
     /// Produce `outs` and wait for every acknowledgement.
     async fn send_all(&self, outs: Vec<Out>) -> anyhow::Result<()> {
+        let rejected = self.send_each(&outs).await?;
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        // The broker refused these records themselves (too large, invalid), which no retry
+        // fixes: keep the partition moving and leave a body-less quarantine marker with the
+        // record's headers (its source coordinates among them) and the broker's reason.
+        let markers: Vec<Out> = rejected
+            .into_iter()
+            .map(|(i, e)| {
+                let o = &outs[i];
+                tracing::error!(topic = %o.topic, key = %o.key, error = %e, "the broker rejected a record; quarantining a marker instead");
+                let detail = format!("producing to {} failed: {e}", o.topic);
+                Out {
+                    topic: self.settings.topics.orders_quarantine.clone(),
+                    partition: None,
+                    key: o.key.clone(),
+                    payload: None,
+                    headers: o
+                        .headers
+                        .clone()
+                        .insert(Header {
+                            key: h::QUARANTINE_REASON,
+                            value: Some("produce_rejected"),
+                        })
+                        .insert(Header {
+                            key: h::QUARANTINE_DETAIL,
+                            value: Some(truncate_str(&detail, 1024)),
+                        })
+                        .insert(Header {
+                            key: h::QUARANTINED_BY,
+                            value: Some("segmenter"),
+                        }),
+                }
+            })
+            .collect();
+        let n = markers.len() as u64;
+        let still = self.send_each(&markers).await?;
+        if let Some((_, e)) = still.into_iter().next() {
+            return Err(anyhow::Error::new(e).context("the broker rejected a quarantine marker"));
+        }
+        self.metrics
+            .quarantined
+            .with_label_values(&["produce_rejected"])
+            .inc_by(n);
+        Ok(())
+    }
+
+    /// Produce `outs` and wait for every acknowledgement. Records the broker rejects for
+    /// what they are (see [`record_rejected`]) are returned by index; any other failure fails
+    /// the whole call (the batch is retried).
+    async fn send_each(&self, outs: &[Out]) -> anyhow::Result<Vec<(usize, KafkaError)>> {
         // Every record is queued before any acknowledgement is awaited, so a batch costs one
         // round of linger + round trip, not one per record. (`FutureProducer::send` would only
         // queue a record when its future is first polled.)
         let mut pending = Vec::with_capacity(outs.len());
-        for o in &outs {
+        let mut rejected = Vec::new();
+        for (i, o) in outs.iter().enumerate() {
             let mut record = FutureRecord::<str, [u8]>::to(&o.topic)
                 .key(o.key.as_str())
                 .headers(o.headers.clone());
@@ -538,7 +723,7 @@ impl Segmenter {
             loop {
                 match self.producer.send_result(record) {
                     Ok(delivery) => {
-                        pending.push(delivery);
+                        pending.push((i, delivery));
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
@@ -547,18 +732,23 @@ impl Segmenter {
                         record = back;
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
+                    Err((e, _)) if record_rejected(&e) => {
+                        rejected.push((i, e));
+                        break;
+                    }
                     Err((e, _)) => return Err(anyhow::Error::new(e).context("queueing a record")),
                 }
             }
         }
-        for delivery in pending {
+        for (i, delivery) in pending {
             match delivery.await {
                 Ok(Ok(_)) => {}
+                Ok(Err((e, _))) if record_rejected(&e) => rejected.push((i, e)),
                 Ok(Err((e, _))) => return Err(anyhow::Error::new(e).context("delivery failed")),
                 Err(_canceled) => anyhow::bail!("the producer shut down before delivery"),
             }
         }
-        Ok(())
+        Ok(rejected)
     }
 
     /// Rebuild the ledgers of `partitions` from their changelog partitions.
@@ -612,7 +802,11 @@ pub fn restore_partitions(
             }
             match m.payload() {
                 Some(v) => match serde_json::from_slice::<OrderRecord>(v) {
-                    Ok(r) => ledger.restore(&r),
+                    Ok(r) => {
+                        if let Err(e) = ledger.restore(&r) {
+                            tracing::error!(partition = p, offset = m.offset(), error = %e, "changelog record refused on restore");
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(partition = p, offset = m.offset(), error = %e, "unreadable changelog record skipped")
                     }
@@ -643,6 +837,76 @@ fn header_map(m: &OwnedMessage) -> HashMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The largest quarantine record that both the producer (`message.max.bytes`, librdkafka's
+/// default 1,000,000, checked on the uncompressed record) and the topic (`max.message.bytes`)
+/// take. Refuses a limit too small to carry a quarantine record's headers.
+fn quarantine_limit(
+    admin_config: &ClientConfig,
+    producer_config: &ClientConfig,
+    topic: &str,
+) -> anyhow::Result<usize> {
+    const LIBRDKAFKA_DEFAULT: usize = 1_000_000;
+    const SMALLEST_USEFUL: usize = 16 * 1024;
+    let producer_max = producer_config
+        .get("message.max.bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LIBRDKAFKA_DEFAULT);
+    let topic_max = service_runtime::kafka::topic_max_message_bytes(
+        admin_config,
+        topic,
+        Duration::from_secs(10),
+    )?
+    .unwrap_or_else(|| {
+        tracing::warn!(
+            topic,
+            "the broker did not report max.message.bytes; assuming Kafka's default 1048588"
+        );
+        service_runtime::kafka::KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+    });
+    let limit = producer_max.min(topic_max);
+    anyhow::ensure!(
+        limit >= SMALLEST_USEFUL,
+        "topic `{topic}` takes records of at most {limit} bytes (max.message.bytes {topic_max}, producer message.max.bytes {producer_max}): too small for a quarantine record's headers; raise the topic's max.message.bytes to at least 1048588"
+    );
+    Ok(limit)
+}
+
+/// Errors about the record itself, which no retry fixes (as opposed to the broker's state).
+fn record_rejected(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
+}
+
+/// Per-record framing a broker counts beyond key, value and headers (record batch header
+/// included), rounded up generously.
+const RECORD_OVERHEAD: usize = 512;
+
+fn headers_len(hs: &OwnedHeaders) -> usize {
+    hs.iter()
+        .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 10)
+        .sum()
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn key_text(m: &OwnedMessage) -> String {

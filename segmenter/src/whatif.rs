@@ -18,7 +18,7 @@ use schemas::{headers as h, ShopifyTopic};
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::Ledger;
-use crate::normalize::normalize;
+use crate::normalize::interpret;
 use crate::rules::{decide, RecordMeta, Rules, SpendConfig};
 use crate::tiers::{TierRow, TierTable};
 
@@ -103,17 +103,23 @@ pub fn run(
             if header(h::FANOUT_FROM).is_some() {
                 return Ok(());
             }
-            let Ok(event) = normalize(t, m.payload().unwrap_or_default()) else {
+            let Ok(event) = interpret(shop, t, m.payload().unwrap_or_default()) else {
                 return Ok(());
             };
+            let received_at_us = header(h::RECEIVED_AT)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp_micros())
+                .or_else(|| m.timestamp().to_millis().map(|ms| ms.saturating_mul(1000)));
             let meta = RecordMeta {
                 shop,
                 topic: t,
                 webhook_id: header(h::SHOPIFY_WEBHOOK_ID),
                 event_time: "",
+                received_at_us,
             };
-            decide(current, &mut a, &event, &meta);
-            decide(other, &mut b, &event, &meta);
+            // Undecidable records are quarantined by the live pipeline: they change neither.
+            let _ = decide(current, &mut a, &event, &meta);
+            let _ = decide(other, &mut b, &event, &meta);
             Ok(())
         },
     )?;

@@ -21,6 +21,7 @@ fn meta(topic: ShopifyTopic) -> RecordMeta<'static> {
         topic,
         webhook_id: Some("wh"),
         event_time: "2026-11-22T00:00:00Z",
+        received_at_us: None,
     }
 }
 
@@ -40,7 +41,7 @@ fn order(order_id: u64, customer: u64, amount: &str, second: i64) -> NormalizedO
 }
 
 fn apply(r: &Rules, l: &mut Ledger, o: NormalizedOrder) -> Decision {
-    decide(r, l, &Event::Order(o), &meta(ShopifyTopic::OrdersUpdated))
+    decide(r, l, &Event::Order(o), &meta(ShopifyTopic::OrdersUpdated)).expect("decidable")
 }
 
 fn last_tier(d: &Decision) -> (String, Decimal, u64) {
@@ -100,7 +101,7 @@ fn test_orders_unpaid_orders_and_guests_do_not_count() {
     assert!(d.updates.is_empty());
     let guest = br#"{"id":5,"customer":null,"updated_at":"2026-11-20T10:15:31Z","current_total_price":"9.00"}"#;
     let e = normalize(ShopifyTopic::OrdersCreate, guest).unwrap();
-    let d = decide(&r, &mut l, &e, &meta(ShopifyTopic::OrdersCreate));
+    let d = decide(&r, &mut l, &e, &meta(ShopifyTopic::OrdersCreate)).unwrap();
     assert_eq!(d.outcome, "guest_order");
     assert!(d.updates.is_empty() && d.changelog.is_empty());
 }
@@ -127,7 +128,8 @@ fn redaction_clears_state_and_tells_the_writer() {
         &mut l,
         &Event::RedactCustomer { customer_id: 7 },
         &meta(ShopifyTopic::CustomersRedact),
-    );
+    )
+    .unwrap();
     assert_eq!(d.changelog.len(), 2, "one tombstone per stored order");
     let u = &d.updates[0];
     assert_eq!(u.kind, UpdateKind::Redact);
@@ -273,7 +275,7 @@ proptest! {
             }
         }
         if let Some(c) = redact {
-            log.extend(decide(&r, &mut live, &Event::RedactCustomer { customer_id: c as u64 }, &meta(ShopifyTopic::CustomersRedact)).changelog);
+            log.extend(decide(&r, &mut live, &Event::RedactCustomer { customer_id: c as u64 }, &meta(ShopifyTopic::CustomersRedact)).unwrap().changelog);
         }
         let mut restored = Ledger::new();
         for w in &log {
@@ -281,7 +283,7 @@ proptest! {
                 ChangelogWrite::Put(rec) => {
                     // Through the wire format, as the restore path reads it.
                     let json = serde_json::to_vec(rec).unwrap();
-                    restored.restore(&serde_json::from_slice::<OrderRecord>(&json).unwrap());
+                    restored.restore(&serde_json::from_slice::<OrderRecord>(&json).unwrap()).unwrap();
                 }
                 ChangelogWrite::Delete { key } => {
                     let (shop, customer, order) = OrderRecord::parse_key(key).unwrap();
@@ -294,6 +296,127 @@ proptest! {
         for c in 0..customers.len() as u64 {
             let (kl, kr) = (live.key(SHOP, c), restored.key(SHOP, c));
             prop_assert_eq!(live.summary(kl), restored.summary(kr));
+        }
+    }
+}
+
+/// Poison records: each is refused with a precise reason and changes nothing, so the partition
+/// moves on and the customer's other orders keep counting.
+#[test]
+fn undecidable_orders_are_refused_with_a_reason_and_change_nothing() {
+    let decide_one = |r: &Rules, l: &mut Ledger, o: NormalizedOrder, received: Option<i64>| {
+        let m = RecordMeta {
+            received_at_us: received,
+            ..meta(ShopifyTopic::OrdersUpdated)
+        };
+        decide(r, l, &Event::Order(o), &m)
+    };
+    let (r, mut l) = (rules(), Ledger::new());
+    apply(&r, &mut l, order(1, 7, "600.00", 0));
+    let before = l.summary(l.find(SHOP, 7).unwrap()).unwrap();
+
+    // The issue's crash: Decimal::MAX and 1.00 for one customer.
+    let e = decide_one(
+        &r,
+        &mut l,
+        order(2, 7, "79228162514264337593543950335", 1),
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(e.reason, "amount_out_of_range", "{e}");
+    let e = decide_one(&r, &mut l, order(3, 7, "-50.00", 1), None).unwrap_err();
+    assert_eq!(e.reason, "negative_amount", "{e}");
+    // An order version dated far beyond the record's receive time would outrank every later
+    // real version (a cancellation would become a "duplicate").
+    let received = 1_795_000_000_000_000;
+    let mut future = order(1, 7, "0.00", 0);
+    future.updated_at_us = 253_402_300_799_000_000; // 9999-12-31
+    let e = decide_one(&r, &mut l, future, Some(received)).unwrap_err();
+    assert_eq!(e.reason, "event_time_in_future", "{e}");
+    // Within the skew it is fine.
+    let d = decide_one(&r, &mut l, order(4, 7, "1.00", 30), Some(received)).unwrap();
+    assert_eq!(d.outcome, "applied");
+    let after = l.summary(l.find(SHOP, 7).unwrap()).unwrap();
+    assert_eq!(after.total_spent, before.total_spent + Decimal::ONE);
+    assert_eq!(after.orders_count, 2);
+
+    // With the amount bound lifted, the ledger itself refuses a total it cannot hold.
+    let lifted = Rules::new(
+        TierTable::template(),
+        SpendConfig {
+            max_order_amount: Decimal::MAX,
+            ..SpendConfig::default()
+        },
+    );
+    let mut l = Ledger::new();
+    apply(
+        &lifted,
+        &mut l,
+        order(1, 8, "79228162514264337593543950335", 0),
+    );
+    let e = decide_one(&lifted, &mut l, order(2, 8, "1.00", 1), None).unwrap_err();
+    assert_eq!(e.reason, "total_out_of_range", "{e}");
+    let s = l.summary(l.find(SHOP, 8).unwrap()).unwrap();
+    assert_eq!(s.total_spent, Decimal::MAX);
+    assert_eq!(s.orders_count, 1, "the refused order was not stored");
+}
+
+fn arbitrary_amount() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0u64..10_000_000, 0u32..3).prop_map(|(n, s)| Decimal::new(n as i64, s).to_string()),
+        any::<i64>().prop_map(|n| Decimal::new(n, 2).to_string()),
+        Just("79228162514264337593543950335".to_owned()),
+        Just("-79228162514264337593543950335".to_owned()),
+        Just("0.0000000000000000000000000001".to_owned()),
+        "[0-9]{1,40}(\\.[0-9]{0,30})?",
+        ".{0,12}",
+    ]
+}
+
+fn arbitrary_time() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0i64..400_000_000).prop_map(|s| {
+            chrono::DateTime::from_timestamp(1_600_000_000 + s, 0)
+                .unwrap()
+                .to_rfc3339()
+        }),
+        Just("9999-12-31T23:59:59Z".to_owned()),
+        Just("0001-01-01T00:00:00Z".to_owned()),
+        Just("+275760-09-13T00:00:00Z".to_owned()),
+        ".{0,30}",
+    ]
+}
+
+proptest! {
+    /// Arbitrary signed order bodies through the same path as the service (interpret, then
+    /// decide): no panic, and every emitted total is a sum of believed amounts, within bounds.
+    #[test]
+    fn arbitrary_bodies_never_panic_and_totals_stay_in_range(
+        orders in proptest::collection::vec(
+            (0u64..6, 0u64..4, arbitrary_amount(), arbitrary_time(), any::<bool>(), any::<bool>()),
+            1..30,
+        ),
+    ) {
+        let r = rules();
+        let mut l = Ledger::new();
+        let received = 1_795_000_000_000_000;
+        for (order_id, customer, amount, time, cancelled, quoted) in orders {
+            let amount_json = if quoted { serde_json::to_string(&amount).unwrap() } else { amount.clone() };
+            let body = format!(
+                r#"{{"id":{order_id},"admin_graphql_api_id":"gid://shopify/Order/{order_id}","customer":{{"id":{customer}}},"updated_at":{},"financial_status":"paid","cancelled_at":{},"current_total_price_set":{{"shop_money":{{"amount":{amount_json},"currency_code":"USD"}}}}}}"#,
+                serde_json::to_string(&time).unwrap(),
+                if cancelled { "\"2026-01-01T00:00:00Z\"" } else { "null" },
+            );
+            let Ok(event) = segmenter::normalize::interpret(SHOP, ShopifyTopic::OrdersUpdated, body.as_bytes()) else {
+                continue;
+            };
+            let m = RecordMeta { received_at_us: Some(received), ..meta(ShopifyTopic::OrdersUpdated) };
+            if let Ok(d) = decide(&r, &mut l, &event, &m) {
+                for u in &d.updates {
+                    prop_assert!(u.total_spent >= Decimal::ZERO);
+                    prop_assert!(u.total_spent <= r.spend.max_order_amount * Decimal::from(6));
+                }
+            }
         }
     }
 }

@@ -190,7 +190,7 @@ async fn redactions_clear_customers_and_shops_across_partitions() {
     let shop_redact = Input {
         topic: "shop/redact",
         key: SHOP.into(),
-        body: br#"{"shop_id":1}"#.to_vec(),
+        body: format!(r#"{{"shop_id":1,"shop_domain":"{SHOP}"}}"#).into_bytes(),
         webhook_id: "redact-shop".into(),
     };
     produce(&bootstrap, &[shop_redact]).await;

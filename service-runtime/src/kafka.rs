@@ -56,6 +56,55 @@ pub fn client_config(
     Ok(config)
 }
 
+/// Kafka's default `max.message.bytes` (topic) and `message.max.bytes` (broker): 1 MiB plus
+/// record-batch overhead. Kafka applies it to the (compressed) record batch.
+pub const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+
+/// The largest record batch `topic` accepts, as the broker reports it (DescribeConfigs: the
+/// topic's `max.message.bytes`, inherited from the broker's `message.max.bytes` unless set).
+/// `Ok(None)` when the broker cannot say (librdkafka's mock cluster has no DescribeConfigs);
+/// callers then assume [`KAFKA_DEFAULT_MAX_MESSAGE_BYTES`].
+pub fn topic_max_message_bytes(
+    config: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<Option<usize>> {
+    use anyhow::Context as _;
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        config.create().context("creating a Kafka admin client")?;
+    let options = AdminOptions::new().request_timeout(Some(timeout));
+    let described = futures::executor::block_on(
+        admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &options),
+    );
+    let resource = match described {
+        Ok(mut results) => match results.pop() {
+            Some(Ok(resource)) => resource,
+            Some(Err(e)) => {
+                tracing::warn!(topic, error = %e, "broker did not describe the topic's config");
+                return Ok(None);
+            }
+            None => return Ok(None),
+        },
+        Err(e) => {
+            tracing::warn!(topic, error = %e, "DescribeConfigs failed (unsupported by this broker?)");
+            return Ok(None);
+        }
+    };
+    let Some(value) = resource
+        .get("max.message.bytes")
+        .and_then(|e| e.value.as_deref())
+    else {
+        return Ok(None);
+    };
+    let bytes = value
+        .trim()
+        .parse::<usize>()
+        .with_context(|| format!("topic {topic} reports max.message.bytes = {value:?}"))?;
+    Ok(Some(bytes))
+}
+
 /// A group consumer's context: commits stored offsets synchronously when partitions are
 /// revoked (before another instance starts from the committed position), numbers every
 /// assignment of a partition (an *epoch*, so a loop can drop work from an assignment that
