@@ -54,7 +54,11 @@ impl Application {
         let registry = service_runtime::admin::registry("ingest");
         let metrics = Metrics::register(&registry).context("registering metrics")?;
         let ingest = &settings.ingest;
-        let defaults = publisher::defaults(ingest.produce_timeout, ingest.max_in_flight);
+        let defaults = publisher::defaults(
+            ingest.produce_timeout,
+            ingest.max_in_flight,
+            ingest.max_body_bytes,
+        );
         let defaults: Vec<(&str, &str)> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let client = service_runtime::kafka::client_config(
             &settings.kafka,
@@ -64,6 +68,7 @@ impl Application {
         )?;
         let publisher = Publisher::new(&client, ingest.produce_timeout, metrics.clone())
             .context("creating the Kafka producer")?;
+        let quarantine_max_bytes = check_record_limits(settings, &client).await?;
         let secrets = settings.secrets()?;
         let state = Arc::new(AppState {
             verifier: Verifier::new(&secrets),
@@ -79,6 +84,7 @@ impl Application {
                     .min(Semaphore::MAX_PERMITS),
             ),
             body_read_timeout: ingest.body_read_timeout,
+            quarantine_max_bytes,
             metrics,
             readiness: Readiness::new(METADATA_MAX_AGE),
         });
@@ -161,6 +167,64 @@ impl Application {
         tracing::info!("ingest stopped cleanly");
         Ok(())
     }
+}
+
+/// Read the topics' real record limits (`max.message.bytes`) and refuse a config that cannot
+/// store what `max_body_bytes` lets in; returns the largest quarantine record that fits.
+async fn check_record_limits(
+    settings: &Settings,
+    client: &rdkafka::ClientConfig,
+) -> anyhow::Result<usize> {
+    let ingest = &settings.ingest;
+    let limit_of = |topic: String| {
+        let client = client.clone();
+        tokio::task::spawn_blocking(move || {
+            let limit = service_runtime::kafka::topic_max_message_bytes(
+                &client,
+                &topic,
+                Duration::from_secs(3),
+            )?;
+            Ok::<_, anyhow::Error>(limit.unwrap_or_else(|| {
+                tracing::warn!(
+                    topic,
+                    "the broker did not report max.message.bytes; assuming Kafka's default 1048588"
+                );
+                service_runtime::kafka::KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+            }))
+        })
+    };
+    let (orders, quarantine) = tokio::join!(
+        limit_of(settings.topics.orders.clone()),
+        limit_of(settings.topics.orders_quarantine.clone())
+    );
+    let orders = orders.context("reading the orders topic's limits")??;
+    let quarantine = quarantine.context("reading the quarantine topic's limits")??;
+    let needed = ingest.max_body_bytes + publisher::RECORD_OVERHEAD;
+    let compression = client.get("compression.type").unwrap_or("none");
+    anyhow::ensure!(
+        compression != "none" || needed <= orders as u64,
+        "ingest.max_body_bytes = {} cannot be stored: topic `{}` takes record batches of at most {orders} bytes (max.message.bytes) and [kafka.client] compression.type is none. Raise the topic's limit to at least {needed} (kafka-configs --alter --entity-type topics --entity-name {} --add-config max.message.bytes={needed}), lower ingest.max_body_bytes, or drop the compression.type override (lz4 by default)",
+        ingest.max_body_bytes,
+        settings.topics.orders,
+        settings.topics.orders,
+    );
+    const SMALLEST_USEFUL: usize = 16 * 1024;
+    anyhow::ensure!(
+        quarantine >= SMALLEST_USEFUL,
+        "topic `{}` takes records of at most {quarantine} bytes (max.message.bytes): too small for a quarantine record's headers; raise it to at least 1048588",
+        settings.topics.orders_quarantine
+    );
+    let producer_max = client
+        .get("message.max.bytes")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1_000_000);
+    tracing::info!(
+        orders_max_message_bytes = orders,
+        quarantine_max_message_bytes = quarantine,
+        compression,
+        "broker record limits"
+    );
+    Ok(quarantine.min(producer_max))
 }
 
 /// Refresh broker metadata for the orders topic every few seconds for `/readyz`.

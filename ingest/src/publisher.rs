@@ -23,6 +23,11 @@ pub enum PublishError {
     QueueFull,
     #[error("no acknowledgement within {0:?}")]
     Timeout(Duration),
+    /// The record itself is over a limit (the producer's `message.max.bytes`, checked on the
+    /// uncompressed record, or the topic's `max.message.bytes`, on the compressed batch): no
+    /// retry can fix it.
+    #[error("record too large for the broker: {0}")]
+    TooLarge(KafkaError),
     #[error("broker refused the record: {0}")]
     Broker(KafkaError),
 }
@@ -33,6 +38,7 @@ impl PublishError {
         match self {
             PublishError::QueueFull => "queue_full",
             PublishError::Timeout(_) => "timeout",
+            PublishError::TooLarge(_) => "too_large",
             PublishError::Broker(_) => "broker_error",
         }
     }
@@ -41,9 +47,27 @@ impl PublishError {
 /// Settings the ingest's durability depends on: operators cannot override these.
 pub const REQUIRED: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")];
 
+/// Room for a record's key, headers and framing on top of its body.
+pub const RECORD_OVERHEAD: u64 = 64 * 1024;
+
 /// Defaults tuned for low-latency acknowledgements; `[kafka.client]` may override them.
-pub fn defaults(produce_timeout: Duration, max_in_flight: usize) -> Vec<(&'static str, String)> {
+pub fn defaults(
+    produce_timeout: Duration,
+    max_in_flight: usize,
+    max_body_bytes: u64,
+) -> Vec<(&'static str, String)> {
     vec![
+        // Webhook JSON compresses several-fold, and Kafka's size limit applies to the
+        // compressed batch: a 2 MiB order fits a topic's default 1 MiB limit. lz4 is the
+        // cheapest codec per byte (docs/BENCHMARKS.md).
+        ("compression.type", "lz4".into()),
+        // librdkafka refuses, before compressing, a record over `message.max.bytes`
+        // (default 1,000,000): let every body the ingest accepts through to the broker, which
+        // judges the compressed batch against the topic's `max.message.bytes`.
+        (
+            "message.max.bytes",
+            (max_body_bytes + RECORD_OVERHEAD).to_string(),
+        ),
         // A short linger batches a flash sale's concurrent webhooks without adding visible
         // latency; a long one would eat into Shopify's 5 s deadline.
         ("linger.ms", "2".into()),
@@ -110,6 +134,7 @@ impl Publisher {
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 Err(PublishError::QueueFull)
             }
+            Err((e, _)) if too_large(&e) => Err(PublishError::TooLarge(e)),
             Err((e, _)) => Err(PublishError::Broker(e)),
             Ok(delivery) => match tokio::time::timeout(self.timeout, delivery).await {
                 Err(_) => Err(PublishError::Timeout(self.timeout)),
@@ -119,6 +144,7 @@ impl Publisher {
                     KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
                     _,
                 )))) => Err(PublishError::Timeout(self.timeout)),
+                Ok(Ok(Err((e, _)))) if too_large(&e) => Err(PublishError::TooLarge(e)),
                 Ok(Ok(Err((e, _)))) => Err(PublishError::Broker(e)),
                 Ok(Ok(Ok(_delivery))) => Ok(()),
             },
@@ -142,4 +168,15 @@ impl Publisher {
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(timeout)
     }
+}
+
+fn too_large(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
 }

@@ -35,7 +35,7 @@ use tracing::Instrument;
 
 use crate::config::is_shop_domain;
 use crate::metrics::Metrics;
-use crate::publisher::Publisher;
+use crate::publisher::{PublishError, Publisher};
 use crate::signature::{SignatureError, Verifier};
 
 /// How long Shopify (or a load balancer) should wait before retrying a 503.
@@ -55,6 +55,9 @@ pub struct AppState {
     /// Body bytes held in memory across requests, one permit a byte (`max_buffered_body_bytes`).
     pub body_budget: Semaphore,
     pub body_read_timeout: Duration,
+    /// Largest record the quarantine topic takes (a body that the orders topic refuses as too
+    /// large is quarantined cut to this).
+    pub quarantine_max_bytes: usize,
     pub metrics: Metrics,
     pub readiness: Readiness,
 }
@@ -349,6 +352,10 @@ impl AppState {
             .instrument(span)
             .await;
         match (published, reason) {
+            (Err(PublishError::TooLarge(e)), None) => {
+                tracing::warn!(shop = %meta.shop, webhook_id = meta.webhook_id, body_bytes = body.len(), error = %e, "signed body too large for the orders topic; quarantining it (a retry could never succeed)");
+                self.quarantine_too_large(meta, topic, body).await
+            }
             (Ok(()), None) => Outcome::Accepted,
             (Ok(()), Some(reason)) => {
                 self.metrics.quarantined.with_label_values(&[reason]).inc();
@@ -356,6 +363,71 @@ impl AppState {
             }
             (Err(e), _) => {
                 tracing::warn!(shop = %meta.shop, webhook_id = meta.webhook_id, error = %e, "record not acknowledged; answering 503");
+                Outcome::Unavailable
+            }
+        }
+    }
+}
+
+impl AppState {
+    /// A signed body the broker cannot hold: answer 2xx (Shopify's retries could never
+    /// succeed) and keep its metadata, digest and as much of it as the quarantine topic takes.
+    async fn quarantine_too_large(
+        &self,
+        meta: &Meta<'_>,
+        topic: ShopifyTopic,
+        body: &[u8],
+    ) -> Outcome {
+        const REASON: &str = "too_large_for_broker";
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format_args!("publish {}", self.quarantine_topic),
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.destination.name = %self.quarantine_topic,
+            shopify.topic = %topic,
+            shopify.webhook_id = meta.webhook_id,
+        );
+        let room = self.quarantine_max_bytes.saturating_sub(
+            usize::try_from(crate::publisher::RECORD_OVERHEAD).unwrap_or(usize::MAX),
+        );
+        let kept = &body[..body.len().min(room)];
+        let headers = record_headers(meta, &span, Some(REASON))
+            .insert(Header {
+                key: h::BODY_BYTES,
+                value: Some(&body.len().to_string()),
+            })
+            .insert(Header {
+                key: h::BODY_SHA256,
+                value: Some(&h::sha256_hex(body)),
+            })
+            .insert(Header {
+                key: h::BODY_TRUNCATED,
+                value: Some(if kept.len() < body.len() {
+                    "true"
+                } else {
+                    "false"
+                }),
+            });
+        let published = self
+            .publisher
+            .publish(
+                "quarantine",
+                &self.quarantine_topic,
+                &meta.shop,
+                kept,
+                headers,
+            )
+            .instrument(span)
+            .await;
+        match published {
+            Ok(()) => {
+                self.metrics.quarantined.with_label_values(&[REASON]).inc();
+                Outcome::Quarantined
+            }
+            Err(e) => {
+                tracing::warn!(shop = %meta.shop, webhook_id = meta.webhook_id, error = %e, "quarantine record not acknowledged; answering 503");
                 Outcome::Unavailable
             }
         }

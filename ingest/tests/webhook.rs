@@ -165,8 +165,19 @@ async fn refused_requests_publish_nothing() {
 #[tokio::test]
 async fn signed_but_unusable_bodies_are_quarantined_with_a_reason() {
     let mut app = spawn_app(|_| {}).await;
-    let cases: [(&str, &[u8], &str); 4] = [
+    let cases: [(&str, &[u8], &str); 6] = [
         ("orders/create", b"this is not json", "invalid_json"),
+        // The signed bytes of an order re-sent under an (unsigned) compliance topic header.
+        (
+            "shop/redact",
+            br#"{"id":1,"admin_graphql_api_id":"gid://shopify/Order/1","updated_at":"2026-11-20T10:00:00Z","customer":{"id":2}}"#,
+            "shape_mismatch",
+        ),
+        (
+            "customers/redact",
+            br#"{"id":1,"admin_graphql_api_id":"gid://shopify/Order/1","updated_at":"2026-11-20T10:00:00Z","customer":{"id":2}}"#,
+            "shape_mismatch",
+        ),
         // Signed for another shop than the (unsigned) header claims.
         (
             "customers/redact",
@@ -419,4 +430,71 @@ async fn shutdown_finishes_in_flight_requests_and_flushes() {
         "requests in flight at shutdown are answered, not dropped"
     );
     assert_eq!(app.count(ORDERS), 9);
+}
+
+/// A signed body the broker cannot hold is answered 200 (a retry could never succeed) and
+/// kept in quarantine with its metadata, length and digest, cut to what fits; compressible
+/// bodies up to `max_body_bytes` are stored whole.
+#[tokio::test]
+async fn bodies_the_broker_cannot_hold_are_quarantined_not_retried_forever() {
+    // The producer's own limit stands in for a broker's smaller max.message.bytes here (the
+    // mock cluster does not enforce one); the path after the refusal is the same.
+    let mut app = spawn_app(|s| {
+        s.kafka.client.insert(
+            "message.max.bytes".into(),
+            toml::Value::String("1100000".into()),
+        );
+    })
+    .await;
+    // 1.5 MB that does not compress: random bytes, as JSON-escaped hex inside an order.
+    let noise: String = (0..750_000)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect::<String>()[..1_500_000]
+        .to_owned();
+    let big = format!(
+        r#"{{"id":77,"updated_at":"2026-11-20T10:00:00Z","customer":{{"id":5}},"note":"{noise}"}}"#
+    );
+    let w = signed("orders/create", "wh-big", big.as_bytes());
+    assert_eq!(app.send(&w).await.status(), 200);
+    let records = app.read(QUARANTINE, 1, Duration::from_secs(10)).await;
+    assert_eq!(records.len(), 1);
+    let hs = headers_of(&records[0]);
+    assert_eq!(hs[h::QUARANTINE_REASON], "too_large_for_broker");
+    assert_eq!(hs[h::SHOPIFY_WEBHOOK_ID], "wh-big");
+    assert_eq!(hs[h::BODY_BYTES], big.len().to_string());
+    assert_eq!(hs[h::BODY_SHA256], h::sha256_hex(big.as_bytes()));
+    assert_eq!(hs[h::BODY_TRUNCATED], "true");
+    let kept = records[0].payload().unwrap();
+    assert!(kept.len() < 1_100_000 && big.as_bytes().starts_with(kept));
+    assert_eq!(app.count(ORDERS), 0);
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"tierflow_ingest_quarantined_records_total{reason="too_large_for_broker"} 1"#
+        ),
+        "{metrics}"
+    );
+    app.stop().await.unwrap();
+
+    // With the defaults, a 1.8 MB order of ordinary JSON (over librdkafka's default 1,000,000
+    // record limit and Kafka's default 1 MiB batch limit) is compressed and stored whole.
+    let mut app = spawn_app(|_| {}).await;
+    let items: String = (0..30_000)
+        .map(|i| format!(r#"{{"id":{i},"title":"Widget {i}","price":"1.00","quantity":1}},"#))
+        .collect();
+    let large = format!(
+        r#"{{"id":78,"updated_at":"2026-11-20T10:00:00Z","customer":{{"id":6}},"line_items":[{}]}}"#,
+        items.trim_end_matches(',')
+    );
+    assert!(
+        (1_500_000..2_000_000).contains(&large.len()),
+        "{}",
+        large.len()
+    );
+    let w = signed("orders/create", "wh-large", large.as_bytes());
+    assert_eq!(app.send(&w).await.status(), 200);
+    let records = app.read(ORDERS, 1, Duration::from_secs(10)).await;
+    assert_eq!(records[0].payload().unwrap(), large.as_bytes());
+    assert_eq!(app.count(QUARANTINE), 0);
+    app.stop().await.unwrap();
 }

@@ -856,7 +856,7 @@ fn quarantine_limit(
     let topic_max = service_runtime::kafka::topic_max_message_bytes(
         admin_config,
         topic,
-        Duration::from_secs(10),
+        Duration::from_secs(3),
     )?
     .unwrap_or_else(|| {
         tracing::warn!(

@@ -56,6 +56,9 @@ pub fn client_config(
     Ok(config)
 }
 
+/// Bootstrap addresses of the embedded brokers this process started.
+static EMBEDDED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 /// Kafka's default `max.message.bytes` (topic) and `message.max.bytes` (broker): 1 MiB plus
 /// record-batch overhead. Kafka applies it to the (compressed) record batch.
 pub const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
@@ -70,6 +73,18 @@ pub fn topic_max_message_bytes(
     timeout: Duration,
 ) -> anyhow::Result<Option<usize>> {
     use anyhow::Context as _;
+    // The mock cluster never answers DescribeConfigs (the request would only time out): an
+    // embedded broker of this process is known not to say.
+    let embedded = config.get("bootstrap.servers").is_some_and(|b| {
+        EMBEDDED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|e| e == b)
+    });
+    if embedded {
+        return Ok(None);
+    }
     use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
     use rdkafka::client::DefaultClientContext;
     let admin: AdminClient<DefaultClientContext> =
@@ -320,6 +335,10 @@ impl EmbeddedBroker {
         for topic in topics {
             cluster.create_topic(topic, partitions, 1)?;
         }
+        EMBEDDED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(cluster.bootstrap_servers());
         Ok(EmbeddedBroker { cluster })
     }
 
