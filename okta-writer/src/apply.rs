@@ -167,7 +167,9 @@ impl ApplyError {
                 ApplyError::Credentials(f)
             }
             _ => {
-                let reason = if f.exhausted {
+                let reason = if f.last.invalid_response.is_some() && !f.exhausted {
+                    "invalid_response"
+                } else if f.exhausted {
                     "retries_exhausted"
                 } else if f.last.status == Some(404) {
                     "not_found"

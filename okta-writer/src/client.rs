@@ -60,6 +60,35 @@ impl Operation {
     }
 
     /// Okta's rate-limit bucket for the request (the limiter paces per bucket).
+    /// Does a 2xx body carry what this call needs? Users and groups must have an `id` (Okta's
+    /// ids are short ASCII alphanumerics, e.g. `00u1abcd2EFGH3ijk4x7`); lists must be arrays
+    /// of such objects. Membership calls answer 204 and need nothing.
+    pub fn check_body(self, body: &Value) -> Result<(), String> {
+        fn has_id(v: &Value) -> Result<(), String> {
+            match v.get("id").and_then(Value::as_str) {
+                Some(id) if is_okta_id(id) => Ok(()),
+                Some(id) => Err(format!("`id` {id:?} is not an Okta id")),
+                None => Err("no `id`".into()),
+            }
+        }
+        match self {
+            Operation::GetUser | Operation::UpdateUser | Operation::CreateUser => {
+                has_id(body).map_err(|e| format!("user object expected: {e}"))
+            }
+            Operation::SearchUsers
+            | Operation::ListUserGroups
+            | Operation::SearchGroups
+            | Operation::ListGroupUsers => match body {
+                Value::Array(items) => items
+                    .iter()
+                    .try_for_each(has_id)
+                    .map_err(|e| format!("list item: {e}")),
+                _ => Err("a JSON array expected".into()),
+            },
+            Operation::AddToGroup | Operation::RemoveFromGroup | Operation::Token => Ok(()),
+        }
+    }
+
     pub fn bucket(self) -> &'static str {
         match self {
             Operation::GetUser | Operation::ListUserGroups => "users_get",
@@ -143,6 +172,11 @@ impl OktaError {
     }
 
     pub fn class(&self) -> ErrorClass {
+        // A 2xx without what the call needs (a proxy's page, a truncated body) may be a
+        // passing fault: retried, then dead-lettered with its context.
+        if self.invalid_response.is_some() && self.status.is_some_and(|s| (200..300).contains(&s)) {
+            return ErrorClass::Transient;
+        }
         match self.status {
             None => ErrorClass::Transient,
             Some(429) | Some(500..=599) => ErrorClass::Transient,
@@ -253,6 +287,15 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
+/// Okta object ids: ASCII letters and digits, 20 characters today; bounded generously.
+pub fn is_okta_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The most pages one list call follows: far beyond any real list the writer reads (a user's
+/// groups, a search by email), small enough that a broken paginator cannot loop for long.
+const MAX_PAGES: usize = 1000;
+
 /// The `rel="next"` target of a `Link` header.
 fn link_next(headers: &HeaderMap) -> Option<String> {
     headers.get_all("link").iter().find_map(|v| {
@@ -307,7 +350,20 @@ impl OktaClient {
                 }))
             }
         };
+        // Credentials go to the configured org only: a redirect is followed only within the
+        // org's origin (scheme, host, port), a few hops at most; any other is an error.
+        let origin = url::Url::parse(&base)
+            .map(|u| u.origin())
+            .map_err(|e| anyhow::anyhow!("okta.base_url {base:?}: {e}"))?;
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 3 || attempt.url().origin() != origin {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        });
         let http = reqwest::Client::builder()
+            .redirect(redirects)
             .timeout(okta.request_timeout)
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(okta.max_concurrency)
@@ -563,6 +619,20 @@ impl OktaClient {
                     ..OktaError::local(op.name(), format!("HTTP {status} body is not JSON: {e}"))
                 })?
             };
+            if let Err(why) = op.check_body(&body) {
+                self.metrics
+                    .invalid_responses
+                    .with_label_values(&[op.name()])
+                    .inc();
+                return Err(OktaError {
+                    operation: op.name(),
+                    status: Some(status),
+                    body: ErrorBody::default(),
+                    request_id,
+                    transport: None,
+                    invalid_response: Some(format!("HTTP {status}: {why}")),
+                });
+            }
             return Ok(Response { status, body, next });
         }
         Err(OktaError {
@@ -656,7 +726,36 @@ impl OktaClient {
     ) -> Result<Vec<Value>, Failure> {
         let mut items = Vec::new();
         let mut next = Some(path_and_query.to_owned());
+        let mut seen = std::collections::HashSet::new();
         while let Some(url) = next.take() {
+            let broken = if seen.len() >= MAX_PAGES {
+                Some(format!("more than {MAX_PAGES} pages"))
+            } else if !seen.insert(url.clone()) {
+                Some(format!("the next link repeats a page already read: {url}"))
+            } else {
+                None
+            };
+            if let Some(why) = broken {
+                self.metrics
+                    .invalid_responses
+                    .with_label_values(&[op.name()])
+                    .inc();
+                let now = SystemTime::now();
+                return Err(Failure {
+                    last: OktaError {
+                        operation: op.name(),
+                        status: Some(200),
+                        body: ErrorBody::default(),
+                        request_id: None,
+                        transport: None,
+                        invalid_response: Some(format!("paging: {why}")),
+                    },
+                    attempts: 1,
+                    first_failure: now,
+                    last_failure: now,
+                    exhausted: false,
+                });
+            }
             let resp = self.send(op, Method::GET, &url, None).await?;
             match resp.body {
                 Value::Array(a) => items.extend(a),

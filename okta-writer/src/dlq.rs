@@ -30,7 +30,7 @@ use crate::client::Failure;
 use crate::config::Settings;
 
 /// Every dead-letter reason (the `reason` label and `tierflow-dlq-reason` header).
-pub const REASONS: [&str; 8] = [
+pub const REASONS: [&str; 9] = [
     "missing_user",
     "ambiguous_user",
     "no_email",
@@ -38,6 +38,7 @@ pub const REASONS: [&str; 8] = [
     "not_found",
     "unknown_group",
     "retries_exhausted",
+    "invalid_response",
     "invalid_record",
 ];
 

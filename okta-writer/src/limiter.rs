@@ -82,6 +82,11 @@ pub struct Permit<'a> {
     seq: u64,
 }
 
+/// How far ahead an `X-Rate-Limit-Reset` may be before it is clamped (a minute's window plus
+/// clock skew), and what it is clamped to.
+const RESET_HORIZON_SECS: f64 = 120.0;
+const CLAMPED_WINDOW_SECS: u64 = 60;
+
 fn now_epoch() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -219,7 +224,25 @@ impl Permit<'_> {
                 l.metrics.concurrency_limit.set(st.concurrency as i64);
             }
         }
-        let Some(h) = headers else { return };
+        let Some(mut h) = headers else { return };
+        // Okta's windows are a minute. A reset much further ahead (a proxy's clock, a broken
+        // header, a hostile answer) would stop the bucket for as long as it says: believe at
+        // most one window from now.
+        let now = now_epoch();
+        if h.reset as f64 > now + RESET_HORIZON_SECS {
+            let clamped = now.ceil() as u64 + CLAMPED_WINDOW_SECS;
+            tracing::warn!(
+                bucket = self.bucket,
+                reset = h.reset,
+                clamped,
+                "X-Rate-Limit-Reset is implausibly far ahead; clamped to one window"
+            );
+            l.metrics
+                .reset_clamped
+                .with_label_values(&[self.bucket])
+                .inc();
+            h.reset = clamped;
+        }
         let b = st.buckets.entry(self.bucket).or_default();
         b.unanswered.remove(&self.seq);
         if status == 429 {
@@ -286,6 +309,28 @@ mod tests {
 
     fn reset_in(secs: u64) -> u64 {
         now_epoch() as u64 + secs
+    }
+
+    #[tokio::test]
+    async fn a_reset_a_year_ahead_is_clamped_to_one_window() {
+        let l = limiter(10);
+        let p = l.acquire("b").await;
+        p.observe(
+            Some(RateHeaders {
+                limit: 10,
+                remaining: 0,
+                reset: reset_in(365 * 24 * 3600),
+            }),
+            200,
+        );
+        drop(p);
+        let believed = l.metrics.bucket_reset.with_label_values(&["b"]).get() as u64;
+        assert!(
+            believed <= reset_in(61),
+            "reset believed {believed}, now {}",
+            now_epoch()
+        );
+        assert_eq!(l.metrics.reset_clamped.with_label_values(&["b"]).get(), 1);
     }
 
     #[tokio::test]

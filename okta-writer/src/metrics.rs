@@ -24,6 +24,12 @@ pub struct Metrics {
     pub bucket_reset: IntGaugeVec,
     /// `tierflow_okta_limiter_waits_total{bucket}`: requests that waited for budget.
     pub limiter_waits: IntCounterVec,
+    /// `tierflow_okta_rate_limit_reset_clamped_total{bucket}`: `X-Rate-Limit-Reset` values
+    /// too far ahead to be believed (Okta's windows are a minute), clamped.
+    pub reset_clamped: IntCounterVec,
+    /// `tierflow_okta_invalid_responses_total{operation}`: 2xx answers without what the call
+    /// needs (no user id, not a list, a repeated page link), treated as failures.
+    pub invalid_responses: IntCounterVec,
     /// `tierflow_okta_concurrency_limit`: the adaptive bound on in-flight requests.
     pub concurrency_limit: IntGauge,
     /// `tierflow_okta_in_flight_requests`
@@ -95,6 +101,16 @@ impl Metrics {
                 "X-Rate-Limit-Reset last seen per bucket (epoch seconds).",
                 &["bucket"],
             )?,
+            reset_clamped: counter(
+                "tierflow_okta_rate_limit_reset_clamped_total",
+                "X-Rate-Limit-Reset values beyond the sane horizon, clamped.",
+                &["bucket"],
+            )?,
+            invalid_responses: counter(
+                "tierflow_okta_invalid_responses_total",
+                "2xx responses lacking what the call needs, treated as failures.",
+                &["operation"],
+            )?,
             limiter_waits: counter(
                 "tierflow_okta_limiter_waits_total",
                 "Requests that waited for rate-limit budget.",
@@ -164,6 +180,8 @@ impl Metrics {
         registry.register(Box::new(m.bucket_remaining.clone()))?;
         registry.register(Box::new(m.bucket_reset.clone()))?;
         registry.register(Box::new(m.limiter_waits.clone()))?;
+        registry.register(Box::new(m.reset_clamped.clone()))?;
+        registry.register(Box::new(m.invalid_responses.clone()))?;
         registry.register(Box::new(m.concurrency_limit.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;
         registry.register(Box::new(m.updates.clone()))?;

@@ -77,7 +77,7 @@ pub fn load<T: DeserializeOwned>(
             })?;
             toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Syntax {
                 path: path.to_owned(),
-                message: e.to_string(),
+                message: syntax_message(&text, &e),
             })?
         }
         None => toml::Table::new(),
@@ -98,11 +98,64 @@ pub fn load<T: DeserializeOwned>(
     let deserializer = toml::Value::Table(root);
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let field = e.path().to_string();
+        let message = e.into_inner().message().trim_end().to_owned();
         ConfigError::Invalid {
+            message: redact_message(&field, message),
             field,
-            message: e.into_inner().message().trim_end().to_owned(),
         }
     })
+}
+
+/// Where a TOML syntax error is, and what kind it is, without the offending line: `toml`'s
+/// own rendering quotes the line, and that line may hold a secret.
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {what} (the line is not shown: it may hold a secret)")
+        }
+        None => what.to_owned(),
+    }
+}
+
+/// Field names whose values are secrets (tokens, webhook secrets, keys, passwords).
+fn is_secret_field(field: &str) -> bool {
+    let f = field.to_ascii_lowercase();
+    [
+        "secret",
+        "token",
+        "password",
+        "private_key",
+        "api_key",
+        "credential",
+    ]
+    .iter()
+    .any(|w| f.contains(w))
+}
+
+/// serde's messages quote the offending value (``invalid type: integer `12345`, expected a
+/// string``); for a secret field that value is the secret. Keep the message's shape, drop the
+/// quoted parts.
+fn redact_message(field: &str, message: String) -> String {
+    if !is_secret_field(field) {
+        return message;
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        if c == '`' {
+            if !quoted {
+                out.push_str("`<redacted>`");
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A service's settings: the shared `[kafka]` section plus its own validation.
@@ -417,6 +470,39 @@ mod tests {
         assert!(e.to_string().contains("TIERFLOW_NOPE__X"), "{e}");
         let e = load_str("", &[]).unwrap().kafka.brokers().unwrap_err();
         assert!(e.to_string().contains("kafka.brokers"), "{e}");
+    }
+
+    #[test]
+    fn errors_never_echo_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(
+            &path,
+            "[okta]\napi_token = \"00Abc-super-secret-token\nbase_url = \"x\"\n",
+        )
+        .unwrap();
+        let e = load::<View>(Some(&path), Vec::new()).unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("super-secret"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+
+        std::fs::write(&path, "[okta]\napi_token = 987654321\n").unwrap();
+        let e = load::<SecretView>(Some(&path), Vec::new()).unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("987654321"), "{text}");
+        assert!(text.contains("okta.api_token"), "{text}");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct SecretView {
+        okta: SecretSection,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct SecretSection {
+        api_token: String,
     }
 
     #[test]

@@ -19,13 +19,18 @@ fn compose() -> Value {
     serde_json::to_value(v).unwrap()
 }
 
-/// `${VAR:-default}` → default (what compose uses when VAR is unset).
+/// `${VAR:-default}` → default (what compose uses when VAR is unset); `${VAR:?message}` (a
+/// variable compose requires) → a value as an operator would set it.
 fn substitute(s: &str) -> String {
     let mut out = s.to_owned();
     while let Some(i) = out.find("${") {
         let j = i + out[i..].find('}').unwrap();
         let inner = &out[i + 2..j];
-        let default = inner.split_once(":-").map(|(_, d)| d).unwrap_or("");
+        let default = match (inner.split_once(":-"), inner.split_once(":?")) {
+            (Some((_, d)), _) => d,
+            (None, Some(_)) => "operator-set-value",
+            (None, None) => "",
+        };
         out = format!("{}{}{}", &out[..i], default, &out[j + 1..]);
     }
     out
@@ -96,6 +101,15 @@ fn docker_compose_matches_the_dockerfile_the_configs_and_the_docs() {
             );
         }
     }
+
+    // No well-known webhook secret on a published port: compose refuses to start without one.
+    let secret = services["ingest"]["environment"]["TIERFLOW_SHOPIFY__WEBHOOK_SECRETS"]
+        .as_str()
+        .unwrap();
+    assert!(
+        secret.starts_with("${") && secret.contains(":?"),
+        "the ingest's webhook secret must be required, not defaulted: {secret}"
+    );
 
     // Each service's config loads and validates with its compose environment.
     let ingest =
