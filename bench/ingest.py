@@ -7,6 +7,11 @@ percentiles and the target's peak RSS (VmHWM). Targets alternate within a round 
 noise hits both alike; the report gives medians over rounds and the ingest/floor ratio.
 
     python3 bench/ingest.py [--rounds 3] [--duration 15s] [--connections 256]
+                            [--baseline-bin PATH] [--no-compression-variant]
+
+`--baseline-bin` adds an ingest binary built from another commit (e.g. before a change) as a
+third target in the same rounds; `--no-compression-variant` adds this build with
+`compression.type=none` (the producer's default is lz4).
 
 Results are printed and saved to target/bench/ingest-<timestamp>.json.
 """
@@ -45,9 +50,9 @@ def wait_port(port, timeout=30):
     raise RuntimeError(f"nothing listening on {port} after {timeout}s")
 
 
-def start(target):
+def start(target, args):
     env = dict(os.environ, RUST_LOG="warn")
-    if target == "ingest":
+    if target != "floor":
         env.update({
             "TIERFLOW_KAFKA__BROKERS": "embedded",
             "TIERFLOW_SHOPIFY__WEBHOOK_SECRETS": SECRET,
@@ -55,6 +60,10 @@ def start(target):
             "TIERFLOW_INGEST__ADMIN_LISTEN": f"127.0.0.1:{ADMIN}",
         })
         cmd = [os.path.join(REL, "ingest")]
+        if target == "no-lz4":
+            env["TIERFLOW_KAFKA__CLIENT__COMPRESSION_TYPE"] = "none"
+        if target == "baseline":
+            cmd = [args.baseline_bin]
     else:
         cmd = [os.path.join(REL, "examples", "bare_floor"), f"127.0.0.1:{PORT}", SECRET]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -71,7 +80,7 @@ def peak_rss_mb(pid):
 
 
 def run_one(target, args):
-    proc = start(target)
+    proc = start(target, args)
     try:
         out = subprocess.run(
             [os.path.join(REL, "loadgen"), "--url", f"http://127.0.0.1:{PORT}/webhooks/shopify",
@@ -99,15 +108,24 @@ def main():
     p.add_argument("--duration", default="15s")
     p.add_argument("--warmup", default="3s")
     p.add_argument("--connections", type=int, default=256)
+    p.add_argument("--baseline-bin", help="an ingest binary from another commit, run as target `baseline`")
+    p.add_argument("--no-compression-variant", action="store_true",
+                   help="also run this build with compression.type=none, as target `no-lz4`")
     args = p.parse_args()
     build()
-    runs = {"ingest": [], "floor": []}
+    targets = ["ingest", "floor"]
+    if args.baseline_bin:
+        targets.append("baseline")
+    if args.no_compression_variant:
+        targets.append("no-lz4")
+    runs = {t: [] for t in targets}
     for r in range(args.rounds):
-        order = ["ingest", "floor"] if r % 2 == 0 else ["floor", "ingest"]
+        # Rotate the order so no target always runs first (or right after the same one).
+        order = targets[r % len(targets):] + targets[:r % len(targets)]
         for target in order:
             res = run_one(target, args)
             runs[target].append(res)
-            print(f"round {r + 1} {target:6}: {res['ok_per_sec']:8.0f} 2xx/s  p50 {res['p50_ms']:6.2f} ms"
+            print(f"round {r + 1} {target:8}: {res['ok_per_sec']:8.0f} 2xx/s  p50 {res['p50_ms']:6.2f} ms"
                   f"  p99 {res['p99_ms']:6.2f} ms  peak RSS {res['peak_rss_mb']:6.1f} MB"
                   f"  non-2xx {res['requests'] - res['ok']}  errors {res['transport_errors']}", flush=True)
     med = {t: {k: statistics.median(x[k] for x in rs) for k in ("ok_per_sec", "p50_ms", "p99_ms", "peak_rss_mb")}
@@ -115,11 +133,13 @@ def main():
     print(f"\nmedians over {args.rounds} rounds, {args.connections} connections, {args.duration} each, "
           f"{runs['ingest'][0]['body_bytes_mean']} B bodies:")
     print(f"{'target':8} {'2xx/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'peak RSS MB':>12}")
-    for t in ("ingest", "floor"):
+    for t in targets:
         m = med[t]
         print(f"{t:8} {m['ok_per_sec']:9.0f} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f} {m['peak_rss_mb']:12.1f}")
     ratio = med["ingest"]["ok_per_sec"] / med["floor"]["ok_per_sec"]
     print(f"ingest/floor throughput ratio: {ratio:.3f}")
+    for t in targets[2:]:
+        print(f"ingest/{t} throughput ratio: {med['ingest']['ok_per_sec'] / med[t]['ok_per_sec']:.3f}")
     out_dir = os.path.join(ROOT, "target", "bench")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, time.strftime("ingest-%Y%m%dT%H%M%S.json"))

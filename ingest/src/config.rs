@@ -91,8 +91,8 @@ pub struct IngestConfig {
     /// kernel's backlog. Each costs at most `max_header_bytes` of buffer plus a task.
     #[serde(deserialize_with = "de::from_str_or_native")]
     pub max_connections: usize,
-    /// A connection whose request head has not fully arrived this long after it opened is
-    /// closed (hyper counts from the connection's start).
+    /// A connection whose request head has not fully arrived this long after it opened (or
+    /// after the previous response, on a keep-alive connection) is closed.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// A body not fully received this long after its head is answered 408 and the connection

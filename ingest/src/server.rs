@@ -8,7 +8,9 @@
 //!   the bound new connections wait in the kernel's backlog instead of costing memory here
 //!   (mini-redis's pattern);
 //! - **a header deadline** (`header_read_timeout`): hyper's timer closes a connection whose
-//!   request head has not fully arrived, counted from the connection's start (hyper ≥ 1.2);
+//!   request head has not fully arrived, counted from the connection's start, and (hyper 1.12,
+//!   checked by `tests/hostile.rs`) from the end of the previous response on a keep-alive
+//!   connection, so an idle connection holds its slot no longer than this;
 //! - **a header size bound** (`max_header_bytes`): hyper's read buffer never grows past it, and
 //!   a longer head is answered `431` by hyper itself;
 //! - **a connection age** (`max_connection_age`): a connection is asked to close (after the

@@ -349,3 +349,22 @@ async fn loadgen_post(client: &reqwest::Client, url: &str, w: &loadgen::Webhook)
         Err(_) => 0,
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_do_not_keep_their_slot() {
+    use tokio::io::AsyncReadExt;
+    let ingest = start(&[]);
+    let mut s = TcpStream::connect(&ingest.public).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Nothing more is sent: the server must close the connection (header_read_timeout, 2 s by
+    // default), not keep it open for as long as the client likes.
+    let closed = tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf))
+        .await
+        .expect("an idle keep-alive connection stayed open 15 s");
+    assert_eq!(closed.unwrap(), 0, "expected EOF");
+}
