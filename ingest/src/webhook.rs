@@ -5,13 +5,16 @@
 //! | status | when | published |
 //! |---|---|---|
 //! | 200 | signed, acknowledged by the broker in the orders topic | orders topic |
-//! | 200 | signed, but not JSON or lacking the key fields | quarantine topic, reason in a header |
+//! | 200 | signed, but not JSON, lacking the key fields, or not the shape of its topic | quarantine topic, reason in a header |
 //! | 200 | signed, topic not in `[ingest] topics` | nothing (counted) |
 //! | 400 | a required `X-Shopify-*` header missing or malformed, or the body could not be read | nothing |
 //! | 401 | signature missing, malformed, or matching no secret of the shop | nothing |
 //! | 405 | any method but POST | nothing |
+//! | 200 | signed, but the broker refuses it as too large | quarantine topic, cut to fit, with its length and digest |
+//! | 408 | body not received within `body_read_timeout` | nothing |
 //! | 413 | body over `max_body_bytes` (refused from `Content-Length`, or once the limit is crossed) | nothing |
-//! | 503 + `Retry-After` | overloaded, broker down, or no ack within `produce_timeout` | maybe (a retry is a harmless duplicate) |
+//! | 431 | request head over `max_header_bytes` (hyper answers it, see [`crate::server`]) | nothing |
+//! | 503 + `Retry-After` | in-flight bound or body byte budget reached, broker down, or no ack within `produce_timeout` | maybe (a retry is a harmless duplicate) |
 //!
 //! Anything but 2xx makes Shopify retry (8 times over 4 hours), so every refusal that a retry
 //! cannot fix is either a 4xx caused by the sender, or a 200 with the body quarantined.

@@ -396,6 +396,14 @@ impl Applier {
             (UpdateKind::Segment, None) => return Err(permanent("invalid_record", "a segment update without a tier")),
             (UpdateKind::Redact, _) => None,
         };
+        // The segmenter never emits these; a record that says so came from elsewhere and must
+        // not reach a marketer's profile.
+        if u.total_spent.is_sign_negative() && !u.total_spent.is_zero() {
+            return Err(permanent(
+                "invalid_record",
+                format!("total_spent {} is negative", u.total_spent),
+            ));
+        }
         let patch = self.profile_patch(u);
         let known = self.cache.get(&key);
         self.metrics
