@@ -65,12 +65,16 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:8080".into());
     let secret = args.next().unwrap_or_else(|| "dev-secret".into());
+    // Third argument: the producer's compression.type (`none` by default), so the benchmark
+    // can price compression on the floor itself.
+    let compression = args.next().unwrap_or_else(|| "none".into());
     let broker = service_runtime::kafka::EmbeddedBroker::start(&["shopify.orders"], 6)?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap_servers())
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
+        .set("compression.type", &compression)
         .create()?;
     let floor = Arc::new(Floor {
         mac: Hmac::new_from_slice(secret.as_bytes())?,

@@ -498,3 +498,31 @@ async fn bodies_the_broker_cannot_hold_are_quarantined_not_retried_forever() {
     assert_eq!(app.count(QUARANTINE), 0);
     app.stop().await.unwrap();
 }
+
+/// A config that could accept bodies the broker can never store is refused at startup, with
+/// the fix named.
+#[tokio::test]
+async fn a_config_that_cannot_store_what_it_accepts_is_refused() {
+    let broker =
+        service_runtime::kafka::EmbeddedBroker::start(&[ORDERS, QUARANTINE], PARTITIONS).unwrap();
+    let mut s = settings(&broker.bootstrap_servers());
+    s.kafka.client.insert(
+        "compression.type".into(),
+        toml::Value::String("none".into()),
+    );
+    s.validate().unwrap();
+    let e = ingest::Application::build(&s, &broker.bootstrap_servers())
+        .await
+        .expect_err("2 MiB bodies, no compression, a 1 MiB topic");
+    let text = format!("{e:#}");
+    assert!(
+        text.contains("max.message.bytes") && text.contains("compression.type"),
+        "{text}"
+    );
+    // With the default compression the same body limit starts: lz4 batches are what the
+    // broker's limit applies to.
+    s.kafka.client.remove("compression.type");
+    ingest::Application::build(&s, &broker.bootstrap_servers())
+        .await
+        .expect("lz4 lets 2 MiB bodies through a 1 MiB topic limit");
+}
