@@ -200,7 +200,12 @@ async fn check_record_limits(
     let orders = orders.context("reading the orders topic's limits")??;
     let quarantine = quarantine.context("reading the quarantine topic's limits")??;
     let needed = ingest.max_body_bytes + publisher::RECORD_OVERHEAD;
-    let compression = client.get("compression.type").unwrap_or("none");
+    // `compression.codec` is librdkafka's alias of `compression.type`; only an operator sets
+    // it (the defaults use `compression.type`), and set later it wins.
+    let compression = client
+        .get("compression.codec")
+        .or_else(|| client.get("compression.type"))
+        .unwrap_or("none");
     anyhow::ensure!(
         compression != "none" || needed <= orders as u64,
         "ingest.max_body_bytes = {} cannot be stored: topic `{}` takes record batches of at most {orders} bytes (max.message.bytes) and [kafka.client] compression.type is none. Raise the topic's limit to at least {needed} (kafka-configs --alter --entity-type topics --entity-name {} --add-config max.message.bytes={needed}), lower ingest.max_body_bytes, or drop the compression.type override (lz4 by default)",

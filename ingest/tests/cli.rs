@@ -119,3 +119,45 @@ async fn runs_on_the_embedded_broker_accepts_a_webhook_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A broken config file or a wrongly typed secret is reported with its place, never its text.
+#[test]
+fn config_errors_never_print_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "[kafka]\nbrokers = \"embedded\"\n[shopify]\nwebhook_secrets = [\"shpss_leaky_secret_1234\"\n",
+    )
+    .unwrap();
+    let typed = dir.path().join("typed.toml");
+    std::fs::write(
+        &typed,
+        "[kafka]\nbrokers = \"embedded\"\n[shopify]\nwebhook_secrets = 424242424242\n",
+    )
+    .unwrap();
+    for (file, secret) in [
+        (&broken, "shpss_leaky_secret_1234"),
+        (&typed, "424242424242"),
+    ] {
+        let out = clean_env(
+            Command::new(BIN)
+                .arg("--check-config")
+                .arg("--config")
+                .arg(file),
+        )
+        .output()
+        .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains(secret), "{text}");
+        assert!(
+            text.contains("line") || text.contains("shopify.webhook_secrets"),
+            "{text}"
+        );
+    }
+}

@@ -411,25 +411,9 @@ impl Segmenter {
     /// A quarantine copy of `m`: its headers plus where it came from and why, its body cut
     /// to what the quarantine topic takes (the whole record stays at its source offset).
     fn quarantine_copy(&self, m: &OwnedMessage, reason: &str, detail: &str) -> Out {
-        let p = m.partition();
         let payload = m.payload().unwrap_or_default();
         let detail = truncate_str(detail, 1024);
-        let mut hs = m
-            .headers()
-            .cloned()
-            .unwrap_or_default()
-            .insert(Header {
-                key: h::SOURCE_TOPIC,
-                value: Some(m.topic()),
-            })
-            .insert(Header {
-                key: h::SOURCE_PARTITION,
-                value: Some(&p.to_string()),
-            })
-            .insert(Header {
-                key: h::SOURCE_OFFSET,
-                value: Some(&m.offset().to_string()),
-            })
+        let mut hs = with_source(m.headers().cloned().unwrap_or_default(), m)
             .insert(Header {
                 key: h::QUARANTINE_REASON,
                 value: Some(reason),
@@ -498,20 +482,6 @@ impl Segmenter {
         let p = m.partition();
         let headers = header_map(m);
         let get = |name: &str| headers.get(name).map(String::as_str);
-        let source = |hs: OwnedHeaders| {
-            hs.insert(Header {
-                key: h::SOURCE_TOPIC,
-                value: Some(m.topic()),
-            })
-            .insert(Header {
-                key: h::SOURCE_PARTITION,
-                value: Some(&p.to_string()),
-            })
-            .insert(Header {
-                key: h::SOURCE_OFFSET,
-                value: Some(&m.offset().to_string()),
-            })
-        };
         let (Some(topic), Some(shop)) = (get(h::SHOPIFY_TOPIC), get(h::SHOPIFY_SHOP_DOMAIN)) else {
             return self.quarantined(
                 m,
@@ -604,7 +574,7 @@ impl Segmenter {
                 if u.tier_changed { "true" } else { "false" },
             );
             *tally.updates.entry(labels).or_default() += 1;
-            let mut hs = source(OwnedHeaders::new())
+            let mut hs = with_source(OwnedHeaders::new(), m)
                 .insert(Header {
                     key: h::EVENT_ID,
                     value: Some(u.event_id.as_str()),
@@ -871,6 +841,22 @@ fn quarantine_limit(
         "topic `{topic}` takes records of at most {limit} bytes (max.message.bytes {topic_max}, producer message.max.bytes {producer_max}): too small for a quarantine record's headers; raise the topic's max.message.bytes to at least 1048588"
     );
     Ok(limit)
+}
+
+/// `hs` plus where `m` came from (topic, partition, offset).
+fn with_source(hs: OwnedHeaders, m: &OwnedMessage) -> OwnedHeaders {
+    hs.insert(Header {
+        key: h::SOURCE_TOPIC,
+        value: Some(m.topic()),
+    })
+    .insert(Header {
+        key: h::SOURCE_PARTITION,
+        value: Some(&m.partition().to_string()),
+    })
+    .insert(Header {
+        key: h::SOURCE_OFFSET,
+        value: Some(&m.offset().to_string()),
+    })
 }
 
 /// Errors about the record itself, which no retry fixes (as opposed to the broker's state).
