@@ -360,9 +360,14 @@ impl Segmenter {
             self.send_all(outs)
                 .await
                 .context("producing segment updates")?;
-            self.send_all(changelog)
-                .await
-                .context("producing changelog entries")
+            // Not isolated: a changelog entry the broker refuses would leave restored state
+            // different from live state, so it fails the batch (entries are tiny; a refusal
+            // is systemic).
+            match self.send_each(&changelog).await? {
+                rejected if rejected.is_empty() => Ok(()),
+                mut rejected => Err(anyhow::Error::new(rejected.swap_remove(0).1)
+                    .context("the broker rejected a changelog entry")),
+            }
         }
         .await;
         if let Err(e) = result {

@@ -261,3 +261,99 @@ async fn a_rebalance_between_two_instances_keeps_every_customer_exact() {
     );
     b.stop().await;
 }
+
+/// A batch whose produces fail is redone from its offsets; its records are counted once, when
+/// the batch finally succeeds, not once per attempt.
+#[tokio::test]
+async fn a_failed_batch_is_counted_once_when_it_finally_succeeds() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (broker, bootstrap, versions, inputs) = seeded(30, 11).await;
+    // The first produce requests fail permanently (not retried by librdkafka): the first
+    // batches fail and are retried.
+    broker.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 2],
+    );
+    let running = start(settings(&bootstrap, "g-count-once"), &bootstrap).await;
+    wait_for_state(&bootstrap, &reference(&versions), Duration::from_secs(60)).await;
+    let counted = |m: &str, name: &str| -> u64 {
+        m.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (records, failures) = loop {
+        let m = running.metrics().await;
+        let records = counted(&m, "tierflow_segmenter_records_total");
+        if records >= inputs.len() as u64 || std::time::Instant::now() > deadline {
+            break (
+                records,
+                counted(&m, "tierflow_segmenter_batch_failures_total"),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(failures >= 1, "the injected errors failed no batch");
+    assert_eq!(
+        records,
+        inputs.len() as u64,
+        "each input record counted exactly once despite {failures} failed batch(es)"
+    );
+    running.stop().await;
+}
+
+/// A produced record the broker rejects for itself (here: too large) does not fail the batch
+/// over and over: a body-less `produce_rejected` marker takes its place in quarantine and the
+/// partition moves on.
+#[tokio::test]
+async fn a_record_the_broker_rejects_is_isolated_not_retried_forever() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (broker, bootstrap, _versions, inputs) = seeded(30, 13).await;
+    broker.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let running = start(settings(&bootstrap, "g-rejected"), &bootstrap).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let metric = |m: &str, name: &str| -> u64 {
+        m.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let m = loop {
+        let m = running.metrics().await;
+        if metric(&m, "tierflow_segmenter_records_total") >= inputs.len() as u64
+            || std::time::Instant::now() > deadline
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        metric(&m, "tierflow_segmenter_records_total"),
+        inputs.len() as u64
+    );
+    assert_eq!(metric(&m, "tierflow_segmenter_batch_failures_total"), 0);
+    let rejected = metric(
+        &m,
+        "tierflow_segmenter_quarantined_records_total{reason=\"produce_rejected\"}",
+    );
+    assert!(rejected >= 1, "{m}");
+    let b = bootstrap.clone();
+    let markers: Vec<_> = tokio::task::spawn_blocking(move || {
+        read_all(&b, "shopify.orders.quarantine", Duration::from_secs(5))
+    })
+    .await
+    .unwrap()
+    .into_iter()
+    .filter(|r| header(r, h::QUARANTINE_REASON).as_deref() == Some("produce_rejected"))
+    .collect();
+    assert_eq!(markers.len() as u64, rejected);
+    for r in &markers {
+        assert!(r.payload().is_none(), "a marker carries no body");
+        assert!(header(r, h::QUARANTINE_DETAIL).is_some());
+    }
+    running.stop().await;
+}
