@@ -262,7 +262,11 @@ def start(args):
     with open(os.path.join(d, "log4j2.properties"), "w") as f:
         f.write(LOG4J2)
     ports = free_ports(2 * args.nodes)
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Base64url of a random UUID, like Kafka's own `random-uuid`, which also never starts an id
+    # with `-` (the storage tool would read it as an option).
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     cluster = {"dir": d, "version": KAFKA_VERSION, "cluster_id": cluster_id, "heap": args.heap,
                "nodes": []}
     for i in range(args.nodes):

@@ -68,7 +68,8 @@ impl Application {
         )?;
         let publisher = Publisher::new(&client, ingest.produce_timeout, metrics.clone())
             .context("creating the Kafka producer")?;
-        let quarantine_max_bytes = check_record_limits(settings, &client).await?;
+        let (orders_max_bytes, quarantine_max_bytes) =
+            check_record_limits(settings, &client).await?;
         let secrets = settings.secrets()?;
         let state = Arc::new(AppState {
             verifier: Verifier::new(&secrets),
@@ -85,6 +86,7 @@ impl Application {
             ),
             body_read_timeout: ingest.body_read_timeout,
             quarantine_max_bytes,
+            orders_max_bytes,
             metrics,
             readiness: Readiness::new(METADATA_MAX_AGE),
         });
@@ -170,11 +172,12 @@ impl Application {
 }
 
 /// Read the topics' real record limits (`max.message.bytes`) and refuse a config that cannot
-/// store what `max_body_bytes` lets in; returns the largest quarantine record that fits.
+/// store what `max_body_bytes` lets in; returns the orders topic's limit and the largest
+/// quarantine record that fits.
 async fn check_record_limits(
     settings: &Settings,
     client: &rdkafka::ClientConfig,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<(usize, usize)> {
     let ingest = &settings.ingest;
     let limit_of = |topic: String| {
         let client = client.clone();
@@ -229,7 +232,7 @@ async fn check_record_limits(
         compression,
         "broker record limits"
     );
-    Ok(quarantine.min(producer_max))
+    Ok((orders, quarantine.min(producer_max)))
 }
 
 /// Refresh broker metadata for the orders topic every few seconds for `/readyz`.

@@ -41,6 +41,10 @@ use crate::metrics::Metrics;
 use crate::publisher::{PublishError, Publisher};
 use crate::signature::{SignatureError, Verifier};
 
+/// Bytes a record's key, headers and framing can add to its body (headers are bounded by
+/// `max_header_bytes`, 16 KiB by default).
+const RECORD_HEADROOM: usize = 20 * 1024;
+
 /// How long Shopify (or a load balancer) should wait before retrying a 503.
 const RETRY_AFTER_SECS: &str = "5";
 
@@ -61,6 +65,9 @@ pub struct AppState {
     /// Largest record the quarantine topic takes (a body that the orders topic refuses as too
     /// large is quarantined cut to this).
     pub quarantine_max_bytes: usize,
+    /// The orders topic's `max.message.bytes`: a body below it fits on its own even
+    /// uncompressed, so a "too large" refusal of it blames the batch it shared, not the body.
+    pub orders_max_bytes: usize,
     pub metrics: Metrics,
     pub readiness: Readiness,
 }
@@ -349,12 +356,30 @@ impl AppState {
             shopify.webhook_id = meta.webhook_id,
         );
         let record_headers = record_headers(meta, &span, reason);
-        let published = self
+        let mut published = self
             .publisher
-            .publish(destination, topic_name, &key, body, record_headers)
-            .instrument(span)
+            .publish(destination, topic_name, &key, body, record_headers.clone())
+            .instrument(span.clone())
             .await;
+        // The broker judges a whole batch: a small record batched with an oversized one is
+        // refused with it. Sent again it travels in a batch of its own making.
+        let fits_alone = body.len() + RECORD_HEADROOM <= self.orders_max_bytes;
+        if matches!(published, Err(PublishError::TooLarge(_))) && fits_alone {
+            tracing::info!(
+                webhook_id = meta.webhook_id,
+                "refused as part of a batch that was too large; sending again"
+            );
+            published = self
+                .publisher
+                .publish(destination, topic_name, &key, body, record_headers)
+                .instrument(span)
+                .await;
+        }
         match (published, reason) {
+            (Err(PublishError::TooLarge(e)), None) if fits_alone => {
+                tracing::warn!(shop = %meta.shop, webhook_id = meta.webhook_id, error = %e, "a body that fits the topic was refused as too large twice; answering 503");
+                Outcome::Unavailable
+            }
             (Err(PublishError::TooLarge(e)), None) => {
                 tracing::warn!(shop = %meta.shop, webhook_id = meta.webhook_id, body_bytes = body.len(), error = %e, "signed body too large for the orders topic; quarantining it (a retry could never succeed)");
                 self.quarantine_too_large(meta, topic, body).await
