@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -19,46 +17,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::{ClientConfig, Message};
 use schemas::headers as h;
-
-/// A single-node Apache Kafka for this test, stopped (data removed) on drop.
-struct Kafka {
-    dir: String,
-    bootstrap: String,
-}
-
-impl Kafka {
-    fn start() -> Kafka {
-        let out = Command::new(script())
-            .args(["start", "--json"])
-            .output()
-            .expect("scripts/kafka.py runs (needs python3, Java 17 and Maven)");
-        assert!(
-            out.status.success(),
-            "starting Kafka failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        Kafka {
-            dir: v["dir"].as_str().unwrap().to_owned(),
-            bootstrap: v["bootstrap"].as_str().unwrap().to_owned(),
-        }
-    }
-}
-
-impl Drop for Kafka {
-    fn drop(&mut self) {
-        let mut stop = Command::new(script());
-        stop.args(["stop", "--dir", &self.dir]);
-        if !std::thread::panicking() {
-            stop.arg("--clean"); // keep logs and data when the test failed
-        }
-        let _ = stop.status();
-    }
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.py")
-}
 
 async fn create_topics(bootstrap: &str, orders_max: &str, quarantine_max: &str) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -89,7 +47,7 @@ fn incompressible(len: usize) -> String {
 
 #[tokio::test]
 async fn the_brokers_own_limits_are_read_and_held() {
-    let kafka = Kafka::start();
+    let kafka = service_runtime::kafka::LocalKafka::start(1).unwrap();
     // Both topics smaller than a large order: only compression lets one in.
     create_topics(&kafka.bootstrap, "300000", "400000").await;
 

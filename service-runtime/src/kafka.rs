@@ -392,3 +392,56 @@ mod tests {
         assert!(e.to_string().contains("acks"), "{e}");
     }
 }
+
+/// An Apache Kafka started by `scripts/kafka.py` (one KRaft node, or three), for tests and
+/// local runs that need what only a real broker does. Stopped on drop; its directory (logs,
+/// data) is removed unless the thread is panicking, so a failed test leaves them to read.
+#[derive(Debug)]
+pub struct LocalKafka {
+    pub dir: String,
+    pub bootstrap: String,
+}
+
+impl LocalKafka {
+    /// Start `nodes` nodes (1 or 3) and wait until they are ready. Needs python3, Java 17 and
+    /// Maven (`scripts/install-test-deps.sh`).
+    pub fn start(nodes: u8) -> anyhow::Result<LocalKafka> {
+        use anyhow::Context as _;
+        let out = std::process::Command::new(Self::script())
+            .args(["start", "--json", "--nodes", &nodes.to_string()])
+            .output()
+            .context("running scripts/kafka.py (needs python3, Java 17 and Maven)")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "starting Apache Kafka failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        #[derive(serde::Deserialize)]
+        struct Started {
+            dir: String,
+            bootstrap: String,
+        }
+        let started: Started =
+            serde_json::from_slice(&out.stdout).context("reading scripts/kafka.py's answer")?;
+        Ok(LocalKafka {
+            dir: started.dir,
+            bootstrap: started.bootstrap,
+        })
+    }
+
+    /// The script, found from this crate's source directory (a development helper).
+    pub fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.py")
+    }
+}
+
+impl Drop for LocalKafka {
+    fn drop(&mut self) {
+        let mut stop = std::process::Command::new(Self::script());
+        stop.args(["stop", "--dir", &self.dir]);
+        if !std::thread::panicking() {
+            stop.arg("--clean");
+        }
+        let _ = stop.status();
+    }
+}

@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod lag;
 pub mod shutdown;
 pub mod telemetry;
+pub mod topics;
 
 use std::future::Future;
 use std::path::PathBuf;

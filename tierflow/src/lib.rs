@@ -71,3 +71,53 @@ pub fn lag_table(
     }
     Ok(out)
 }
+
+/// `tierflow topics ensure`: check every pipeline topic against `layout`, create the missing
+/// ones when `execute`; returns the report and whether drift makes the pipeline unable to run.
+pub fn topics_ensure(
+    config: &std::path::Path,
+    brokers: Option<String>,
+    layout: service_runtime::topics::Layout,
+    execute: bool,
+) -> anyhow::Result<(String, bool)> {
+    use std::fmt::Write;
+    /// Only the shared sections: the topics need no service's settings.
+    #[derive(serde::Deserialize)]
+    struct View {
+        #[serde(default)]
+        kafka: service_runtime::config::KafkaConfig,
+        #[serde(default)]
+        topics: service_runtime::config::TopicsConfig,
+    }
+    let env: Vec<(String, String)> = service_runtime::config::process_env().collect();
+    let mut view: View = service_runtime::config::load(Some(config), env)?;
+    if brokers.is_some() {
+        view.kafka.brokers = brokers;
+    }
+    view.topics.validate()?;
+    let bootstrap = match view.kafka.brokers()? {
+        service_runtime::config::Brokers::External(b) => b,
+        service_runtime::config::Brokers::Embedded => {
+            anyhow::bail!("pass --brokers: the embedded broker creates its topics itself")
+        }
+    };
+    let client = service_runtime::kafka::client_config(&view.kafka, &bootstrap, &[], &[])?;
+    let specs = service_runtime::topics::pipeline_topics(&view.topics, layout);
+    let findings = service_runtime::topics::ensure(
+        &client,
+        &specs,
+        execute,
+        std::time::Duration::from_secs(15),
+    )?;
+    let mut out = String::new();
+    for f in &findings {
+        writeln!(out, "{f}")?;
+    }
+    let fatal = findings.iter().any(|f| {
+        matches!(
+            f,
+            service_runtime::topics::Finding::Drift { fatal: true, .. }
+        )
+    });
+    Ok((out, fatal))
+}

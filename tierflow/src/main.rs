@@ -1,4 +1,5 @@
-//! `tierflow`: `dev` runs the whole pipeline locally; `lag` prints a consumer group's lag.
+//! `tierflow`: `dev` runs the whole pipeline locally; `lag` prints a consumer group's lag;
+//! `topics ensure` creates or checks the pipeline's topics.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +51,14 @@ enum Command {
         #[arg(long)]
         okta_unthrottled: bool,
     },
+    /// Create the pipeline's topics, or check existing ones: partitions, replication,
+    /// min.insync.replicas, the changelog compacted and co-partitioned with the orders topic.
+    /// A dry run unless --execute; drift is reported, never "fixed" (exit 2 when the pipeline
+    /// cannot run on it).
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
     /// Print consumer-group lag (messages and seconds) per partition, like the exported
     /// `kafka_consumergroup_*` metrics. Without --group: the segmenter's and the writer's.
     Lag {
@@ -61,6 +70,27 @@ enum Command {
         /// A group and the topic it consumes, `GROUP:TOPIC` (repeatable).
         #[arg(long = "group", value_name = "GROUP:TOPIC")]
         groups: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TopicsAction {
+    Ensure {
+        #[arg(long, env = "TIERFLOW_CONFIG", default_value = "config/dev.toml")]
+        config: PathBuf,
+        /// Kafka bootstrap servers instead of the configured ones.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Partitions of every topic (the changelog always gets the orders topic's count).
+        #[arg(long, default_value_t = 12)]
+        partitions: i32,
+        #[arg(long, default_value_t = 3)]
+        replication_factor: i32,
+        #[arg(long, default_value_t = 2)]
+        min_insync_replicas: i32,
+        /// Create what is missing (default: only report).
+        #[arg(long)]
+        execute: bool,
     },
 }
 
@@ -93,6 +123,38 @@ fn main() -> ExitCode {
                 okta_unthrottled,
             };
             service_runtime::run_service("tierflow dev", dev(settings, options))
+        }
+        Command::Topics {
+            action:
+                TopicsAction::Ensure {
+                    config,
+                    brokers,
+                    partitions,
+                    replication_factor,
+                    min_insync_replicas,
+                    execute,
+                },
+        } => {
+            let layout = service_runtime::topics::Layout {
+                partitions,
+                replication: replication_factor,
+                min_insync_replicas,
+            };
+            match tierflow::topics_ensure(&config, brokers, layout, execute) {
+                Ok((report, fatal)) => {
+                    print!("{report}");
+                    if fatal {
+                        eprintln!("tierflow topics ensure: the pipeline cannot run on these topics (DRIFT! above)");
+                        ExitCode::from(2)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("tierflow topics ensure: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Lag {
             config,
