@@ -139,6 +139,11 @@ def node_properties(cluster, i):
         "log.retention.check.interval.ms": 5000,
         "log.cleaner.backoff.ms": 1000,
     }
+    if not single:
+        # A killed broker is fenced after this long without heartbeats (default 9 s): shorter
+        # here so failover tests see leadership move within a few seconds.
+        props["broker.session.timeout.ms"] = 3000
+        props["broker.heartbeat.interval.ms"] = 500
     if single:
         props["controller.quorum.bootstrap.servers"] = f"127.0.0.1:{n['controller_port']}"
     else:

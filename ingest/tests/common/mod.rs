@@ -155,14 +155,18 @@ pub fn read_topic(
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + within;
     let mut out = Vec::new();
+    // Consumer errors are librdkafka reporting broker trouble (a broker down in a failover
+    // test) while it reconnects: not records, not fatal.
     while out.len() < expect && Instant::now() < deadline {
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            out.push(m.unwrap().detach());
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(m.detach());
         }
     }
     // Give a straggler (a duplicate) a moment to show up too.
     while let Some(m) = consumer.poll(Duration::from_millis(200)) {
-        out.push(m.unwrap().detach());
+        if let Ok(m) = m {
+            out.push(m.detach());
+        }
     }
     out
 }
