@@ -1,8 +1,10 @@
 //! The ingest on a three-node Apache Kafka cluster (replication factor 3,
 //! `min.insync.replicas=2`, `acks=all`), while signed webhooks flow with Shopify-like retries
 //! (anything but 2xx is sent again): the leader of the orders partitions is killed with
-//! `kill -9`. Every webhook that was answered 2xx must be in the orders topic — the claim the
-//! mock cluster could never test, since it has no replicas to fail over to.
+//! `kill -9`, brought back, and then the new leader hangs (SIGSTOP) for three times
+//! `produce_timeout`. Every webhook that was answered 2xx must be in the orders topic, and the
+//! hang must show as 503s that Shopify retries — claims the mock cluster could never test,
+//! since it has no replicas to fail over to.
 
 mod common;
 
@@ -54,59 +56,84 @@ async fn every_2xx_survives_a_killed_partition_leader() {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let next = Arc::new(AtomicUsize::new(0));
-    let acked = Arc::new(AtomicUsize::new(0));
-    let refused = Arc::new(AtomicUsize::new(0));
-    let senders: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let (client, url, next, acked, refused) = (
-                client.clone(),
-                url.clone(),
-                next.clone(),
-                acked.clone(),
-                refused.clone(),
-            );
-            tokio::spawn(async move {
-                let mut delivered = Vec::new();
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= WEBHOOKS {
-                        return delivered;
-                    }
-                    let body = format!(
-                        r#"{{"id":{},"updated_at":"2026-11-20T10:00:00Z","customer":{{"id":{}}},"current_total_price":"1.00"}}"#,
-                        10_000 + n,
-                        n % 97
-                    );
-                    let id = format!("failover-{n}");
-                    let w = signed("orders/create", &id, body.as_bytes());
-                    // Shopify's way: anything but 2xx is retried (here quickly, for 60 s).
-                    let deadline = Instant::now() + Duration::from_secs(60);
-                    loop {
-                        match post(&client, &url, &w).send().await {
-                            Ok(r) if r.status().is_success() => break,
-                            _ => {
-                                refused.fetch_add(1, Ordering::Relaxed);
-                                assert!(Instant::now() < deadline, "{id} never accepted");
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                            }
-                        }
-                    }
-                    acked.fetch_add(1, Ordering::Relaxed);
-                    delivered.push(id);
-                    // About 800 webhooks/s in all: the kill lands mid-stream.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-        })
-        .collect();
 
-    // Once a tenth is in, kill -9 the node leading partition 0 of the orders topic.
-    while acked.load(Ordering::Relaxed) < WEBHOOKS / 10 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Phase 1: kill -9 the leader of orders partition 0 once a tenth is in.
+    let phase = Phase::start(&client, &url, 0..WEBHOOKS);
+    phase.wait_acked(WEBHOOKS / 10).await;
+    let killed = leader_of_partition_0(&kafka.bootstrap).await;
+    kafka_py(&["kill", "--dir", &kafka.dir, "--node", &killed.to_string()]);
+    let at_kill = phase.acked.load(Ordering::Relaxed);
+    let (mut delivered, refused_kill) = phase.finish().await;
+    assert!(
+        at_kill < WEBHOOKS,
+        "the kill landed after the last delivery: nothing was tested"
+    );
+    // The killed node comes back (kafka.py waits until the cluster lists it again).
+    kafka_py(&[
+        "restart",
+        "--dir",
+        &kafka.dir,
+        "--node",
+        &killed.to_string(),
+    ]);
+
+    // Phase 2: the leader hangs (SIGSTOP) longer than produce_timeout, then resumes.
+    let phase = Phase::start(&client, &url, WEBHOOKS..2 * WEBHOOKS);
+    phase.wait_acked(WEBHOOKS / 10).await;
+    let hung = leader_of_partition_0(&kafka.bootstrap).await;
+    kafka_py(&["pause", "--dir", &kafka.dir, "--node", &hung.to_string()]);
+    tokio::time::sleep(s.ingest.produce_timeout * 3).await;
+    kafka_py(&["resume", "--dir", &kafka.dir, "--node", &hung.to_string()]);
+    let (more, refused_hang) = phase.finish().await;
+    delivered.extend(more);
+    assert!(
+        refused_hang > 0,
+        "a broker hung past produce_timeout must show as refusals (503), not silent waits"
+    );
+    let refused = refused_kill + refused_hang;
+    let at_kill = (killed, at_kill, hung);
+    const WEBHOOKS_ALL: usize = 2 * WEBHOOKS;
+    assert_eq!(delivered.len(), WEBHOOKS_ALL);
+
     let bootstrap = kafka.bootstrap.clone();
-    let leader = tokio::task::spawn_blocking(move || {
+    let records = tokio::task::spawn_blocking(move || {
+        read_topic(&bootstrap, ORDERS, 2 * WEBHOOKS, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let stored: BTreeSet<String> = records
+        .iter()
+        .map(|m| headers_of(m)[schemas::headers::SHOPIFY_WEBHOOK_ID].clone())
+        .collect();
+    let lost: Vec<_> = delivered.difference(&stored).collect();
+    println!(
+        "killed node {} after {} of {WEBHOOKS} acknowledged, hung node {} for 3 × produce_timeout; {refused} refused answers retried ({refused_kill} around the kill, {refused_hang} around the hang); {} records read ({} duplicates)",
+        at_kill.0,
+        at_kill.1,
+        at_kill.2,
+        records.len(),
+        records.len() - stored.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "answered 2xx but not in the topic: {lost:?}"
+    );
+
+    let _ = stop_tx.send(());
+    served.await.unwrap().unwrap();
+}
+
+fn kafka_py(args: &[&str]) {
+    let status = std::process::Command::new(LocalKafka::script())
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/kafka.py {args:?}");
+}
+
+async fn leader_of_partition_0(bootstrap: &str) -> i32 {
+    let bootstrap = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || {
         let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
             .create()
@@ -120,46 +147,84 @@ async fn every_2xx_survives_a_killed_partition_leader() {
         md.topics()[0].partitions()[0].leader()
     })
     .await
-    .unwrap();
-    let killed = std::process::Command::new(LocalKafka::script())
-        .args(["kill", "--dir", &kafka.dir, "--node", &leader.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let at_kill = acked.load(Ordering::Relaxed);
+    .unwrap()
+}
 
-    let mut delivered = BTreeSet::new();
-    for s in senders {
-        delivered.extend(s.await.unwrap());
+/// Webhooks `ids` delivered by CONCURRENCY senders the way Shopify delivers: anything but 2xx
+/// is sent again (here after 200 ms, for up to 60 s).
+struct Phase {
+    acked: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+    senders: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl Phase {
+    fn start(client: &reqwest::Client, url: &str, ids: std::ops::Range<usize>) -> Phase {
+        let next = Arc::new(AtomicUsize::new(ids.start));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let senders = (0..CONCURRENCY)
+            .map(|_| {
+                let (client, url, next, acked, refused, end) = (
+                    client.clone(),
+                    url.to_owned(),
+                    next.clone(),
+                    acked.clone(),
+                    refused.clone(),
+                    ids.end,
+                );
+                tokio::spawn(async move {
+                    let mut delivered = Vec::new();
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= end {
+                            return delivered;
+                        }
+                        let body = format!(
+                            r#"{{"id":{},"updated_at":"2026-11-20T10:00:00Z","customer":{{"id":{}}},"current_total_price":"1.00"}}"#,
+                            10_000 + n,
+                            n % 97
+                        );
+                        let id = format!("failover-{n}");
+                        let w = signed("orders/create", &id, body.as_bytes());
+                        let deadline = Instant::now() + Duration::from_secs(60);
+                        loop {
+                            match post(&client, &url, &w).send().await {
+                                Ok(r) if r.status().is_success() => break,
+                                _ => {
+                                    refused.fetch_add(1, Ordering::Relaxed);
+                                    assert!(Instant::now() < deadline, "{id} never accepted");
+                                    tokio::time::sleep(Duration::from_millis(200)).await;
+                                }
+                            }
+                        }
+                        acked.fetch_add(1, Ordering::Relaxed);
+                        delivered.push(id);
+                        // About 800 webhooks/s in all: faults land mid-stream.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+            })
+            .collect();
+        Phase {
+            acked,
+            refused,
+            senders,
+        }
     }
-    assert_eq!(delivered.len(), WEBHOOKS);
-    assert!(
-        at_kill < WEBHOOKS,
-        "the kill landed after the last delivery: nothing was tested"
-    );
 
-    let bootstrap = kafka.bootstrap.clone();
-    let records = tokio::task::spawn_blocking(move || {
-        read_topic(&bootstrap, ORDERS, WEBHOOKS, Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
-    let stored: BTreeSet<String> = records
-        .iter()
-        .map(|m| headers_of(m)[schemas::headers::SHOPIFY_WEBHOOK_ID].clone())
-        .collect();
-    let lost: Vec<_> = delivered.difference(&stored).collect();
-    println!(
-        "killed node {leader} after {at_kill} of {WEBHOOKS} acknowledged; {} refused answers retried; {} records read ({} duplicates)",
-        refused.load(Ordering::Relaxed),
-        records.len(),
-        records.len() - stored.len()
-    );
-    assert!(
-        lost.is_empty(),
-        "answered 2xx but not in the topic: {lost:?}"
-    );
+    async fn wait_acked(&self, n: usize) {
+        while self.acked.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
-    let _ = stop_tx.send(());
-    served.await.unwrap().unwrap();
+    /// Every webhook id answered 2xx, and how many refusals were retried.
+    async fn finish(self) -> (BTreeSet<String>, usize) {
+        let mut delivered = BTreeSet::new();
+        for s in self.senders {
+            delivered.extend(s.await.unwrap());
+        }
+        (delivered, self.refused.load(Ordering::Relaxed))
+    }
 }
