@@ -7,10 +7,10 @@
 //! | 200 | signed, acknowledged by the broker in the orders topic | orders topic |
 //! | 200 | signed, but not JSON, lacking the key fields, or not the shape of its topic | quarantine topic, reason in a header |
 //! | 200 | signed, topic not in `[ingest] topics` | nothing (counted) |
+//! | 200 | signed, but the broker refuses it as too large | quarantine topic, cut to fit, with its length and digest |
 //! | 400 | a required `X-Shopify-*` header missing or malformed, or the body could not be read | nothing |
 //! | 401 | signature missing, malformed, or matching no secret of the shop | nothing |
 //! | 405 | any method but POST | nothing |
-//! | 200 | signed, but the broker refuses it as too large | quarantine topic, cut to fit, with its length and digest |
 //! | 408 | body not received within `body_read_timeout` | nothing |
 //! | 413 | body over `max_body_bytes` (refused from `Content-Length`, or once the limit is crossed) | nothing |
 //! | 431 | request head over `max_header_bytes` (hyper answers it, see [`crate::server`]) | nothing |

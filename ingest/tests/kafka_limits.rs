@@ -38,13 +38,6 @@ async fn create_topics(bootstrap: &str, orders_max: &str, quarantine_max: &str) 
     }
 }
 
-fn incompressible(len: usize) -> String {
-    let hex: String = (0..len / 2 + 1)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
-    hex[..len].to_owned()
-}
-
 #[tokio::test]
 async fn the_brokers_own_limits_are_read_and_held() {
     let kafka = service_runtime::kafka::LocalKafka::start(1).unwrap();
@@ -82,23 +75,14 @@ async fn the_brokers_own_limits_are_read_and_held() {
     let client = reqwest::Client::new();
 
     // 900 kB of ordinary JSON: three times the topic's limit, stored whole (compressed).
-    let items: String = (0..15_000)
-        .map(|i| format!(r#"{{"id":{i},"title":"Widget {i}","price":"1.00","quantity":1}},"#))
-        .collect();
-    let large = format!(
-        r#"{{"id":78,"updated_at":"2026-11-20T10:00:00Z","customer":{{"id":6}},"line_items":[{}]}}"#,
-        items.trim_end_matches(',')
-    );
+    let large = large_order(78, 15_000);
     assert!(large.len() > 800_000, "{}", large.len());
     let w = signed("orders/create", "wh-large", large.as_bytes());
     let r = post(&client, &url, &w).send().await.unwrap();
     assert_eq!(r.status(), 200);
 
     // 900 kB that does not compress: the broker refuses it; 200, quarantined, cut to fit.
-    let big = format!(
-        r#"{{"id":77,"updated_at":"2026-11-20T10:00:00Z","customer":{{"id":5}},"note":"{}"}}"#,
-        incompressible(900_000)
-    );
+    let big = incompressible_order(77, 900_000);
     let w = signed("orders/create", "wh-big", big.as_bytes());
     // Sent together with ordinary orders to the same partition (same customer key), so they
     // may share its batch: the broker refuses the whole batch, and the small ones must still

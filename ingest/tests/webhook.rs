@@ -446,14 +446,8 @@ async fn bodies_the_broker_cannot_hold_are_quarantined_not_retried_forever() {
         );
     })
     .await;
-    // 1.5 MB that does not compress: random bytes, as JSON-escaped hex inside an order.
-    let noise: String = (0..750_000)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect::<String>()[..1_500_000]
-        .to_owned();
-    let big = format!(
-        r#"{{"id":77,"updated_at":"2026-11-20T10:00:00Z","customer":{{"id":5}},"note":"{noise}"}}"#
-    );
+    // 1.5 MB that does not compress.
+    let big = incompressible_order(77, 1_500_000);
     let w = signed("orders/create", "wh-big", big.as_bytes());
     assert_eq!(app.send(&w).await.status(), 200);
     let records = app.read(QUARANTINE, 1, Duration::from_secs(10)).await;
@@ -479,13 +473,7 @@ async fn bodies_the_broker_cannot_hold_are_quarantined_not_retried_forever() {
     // With the defaults, a 1.8 MB order of ordinary JSON (over librdkafka's default 1,000,000
     // record limit and Kafka's default 1 MiB batch limit) is compressed and stored whole.
     let mut app = spawn_app(|_| {}).await;
-    let items: String = (0..30_000)
-        .map(|i| format!(r#"{{"id":{i},"title":"Widget {i}","price":"1.00","quantity":1}},"#))
-        .collect();
-    let large = format!(
-        r#"{{"id":78,"updated_at":"2026-11-20T10:00:00Z","customer":{{"id":6}},"line_items":[{}]}}"#,
-        items.trim_end_matches(',')
-    );
+    let large = large_order(78, 30_000);
     assert!(
         (1_500_000..2_000_000).contains(&large.len()),
         "{}",

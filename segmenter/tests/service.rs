@@ -276,20 +276,14 @@ async fn a_failed_batch_is_counted_once_when_it_finally_succeeds() {
     );
     let running = start(settings(&bootstrap, "g-count-once"), &bootstrap).await;
     wait_for_state(&bootstrap, &reference(&versions), Duration::from_secs(60)).await;
-    let counted = |m: &str, name: &str| -> u64 {
-        m.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let (records, failures) = loop {
         let m = running.metrics().await;
-        let records = counted(&m, "tierflow_segmenter_records_total");
+        let records = metric_sum(&m, "tierflow_segmenter_records_total");
         if records >= inputs.len() as u64 || std::time::Instant::now() > deadline {
             break (
                 records,
-                counted(&m, "tierflow_segmenter_batch_failures_total"),
+                metric_sum(&m, "tierflow_segmenter_batch_failures_total"),
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -316,15 +310,9 @@ async fn a_record_the_broker_rejects_is_isolated_not_retried_forever() {
     );
     let running = start(settings(&bootstrap, "g-rejected"), &bootstrap).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let metric = |m: &str, name: &str| -> u64 {
-        m.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    };
     let m = loop {
         let m = running.metrics().await;
-        if metric(&m, "tierflow_segmenter_records_total") >= inputs.len() as u64
+        if metric_sum(&m, "tierflow_segmenter_records_total") >= inputs.len() as u64
             || std::time::Instant::now() > deadline
         {
             break m;
@@ -332,11 +320,11 @@ async fn a_record_the_broker_rejects_is_isolated_not_retried_forever() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(
-        metric(&m, "tierflow_segmenter_records_total"),
+        metric_sum(&m, "tierflow_segmenter_records_total"),
         inputs.len() as u64
     );
-    assert_eq!(metric(&m, "tierflow_segmenter_batch_failures_total"), 0);
-    let rejected = metric(
+    assert_eq!(metric_sum(&m, "tierflow_segmenter_batch_failures_total"), 0);
+    let rejected = metric_sum(
         &m,
         "tierflow_segmenter_quarantined_records_total{reason=\"produce_rejected\"}",
     );

@@ -208,3 +208,26 @@ pub fn order_webhook(
 pub fn signed(topic: &str, webhook_id: &str, body: &[u8]) -> Webhook {
     Webhook::signed(topic, SHOP, webhook_id, SECRET.as_bytes(), body.to_vec())
 }
+
+/// An order body of ordinary JSON with `items` line items (~60 B each): large, and it
+/// compresses several-fold, as real webhook JSON does.
+pub fn large_order(order_id: u64, items: usize) -> String {
+    let items: String = (0..items)
+        .map(|i| format!(r#"{{"id":{i},"title":"Widget {i}","price":"1.00","quantity":1}},"#))
+        .collect();
+    format!(
+        r#"{{"id":{order_id},"updated_at":"2026-11-20T10:00:00Z","customer":{{"id":6}},"line_items":[{}]}}"#,
+        items.trim_end_matches(',')
+    )
+}
+
+/// An order body carrying `len` bytes of random hex: it does not compress.
+pub fn incompressible_order(order_id: u64, len: usize) -> String {
+    let hex: String = (0..len / 2 + 1)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    format!(
+        r#"{{"id":{order_id},"updated_at":"2026-11-20T10:00:00Z","customer":{{"id":5}},"note":"{}"}}"#,
+        &hex[..len]
+    )
+}

@@ -346,3 +346,13 @@ pub async fn seeded(
     produce(&bootstrap, &inputs).await;
     (broker, bootstrap, versions, inputs)
 }
+
+/// The sum of every series of a metric whose line starts with `prefix` (name, and optionally
+/// the first labels), from a `/metrics` text.
+pub fn metric_sum(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
