@@ -54,9 +54,7 @@ pub fn plan(
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let committed = consumer
-        .committed_offsets(tpl.clone(), Duration::from_secs(10))
-        .context("reading the group's committed offsets")?;
+    let committed = committed_offsets(&consumer, &tpl)?;
     let by_time = match target {
         Target::Datetime(ms) => {
             let mut q = TopicPartitionList::new();
@@ -101,6 +99,32 @@ pub fn plan(
         });
     }
     Ok(moves)
+}
+
+/// The group's committed offsets. The group coordinator may not be ready yet (a fresh cluster
+/// creates `__consumer_offsets` on the first request, a coordinator moves or loads after a
+/// broker restart): those answers are retried for a while, as Kafka's own tools do.
+fn committed_offsets(
+    consumer: &BaseConsumer,
+    tpl: &TopicPartitionList,
+) -> anyhow::Result<TopicPartitionList> {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(c) => return Ok(c),
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::CoordinatorNotAvailable,
+            )) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context("reading the group's committed offsets"))
+            }
+        }
+    }
 }
 
 /// Fail unless `group` has no live members.
