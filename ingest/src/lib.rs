@@ -179,27 +179,22 @@ async fn check_record_limits(
     client: &rdkafka::ClientConfig,
 ) -> anyhow::Result<(usize, usize)> {
     let ingest = &settings.ingest;
-    let limit_of = |topic: String| {
-        let client = client.clone();
-        tokio::task::spawn_blocking(move || {
-            let limit = service_runtime::kafka::topic_max_message_bytes(
-                &client,
-                &topic,
-                Duration::from_secs(3),
-            )?;
-            Ok::<_, anyhow::Error>(limit.unwrap_or_else(|| {
-                tracing::warn!(
-                    topic,
-                    "the broker did not report max.message.bytes; assuming Kafka's default 1048588"
-                );
-                service_runtime::kafka::KAFKA_DEFAULT_MAX_MESSAGE_BYTES
-            }))
-        })
+    let (orders, quarantine) = {
+        let (c1, c2) = (client.clone(), client.clone());
+        let (t1, t2) = (
+            settings.topics.orders.clone(),
+            settings.topics.orders_quarantine.clone(),
+        );
+        // The producer writes the quarantine records too, so its config is both sides.
+        tokio::join!(
+            tokio::task::spawn_blocking(move || {
+                service_runtime::kafka::topic_record_limit(&c1, &t1)
+            }),
+            tokio::task::spawn_blocking(move || {
+                service_runtime::kafka::quarantine_record_limit(&c2, &c2, &t2)
+            })
+        )
     };
-    let (orders, quarantine) = tokio::join!(
-        limit_of(settings.topics.orders.clone()),
-        limit_of(settings.topics.orders_quarantine.clone())
-    );
     let orders = orders.context("reading the orders topic's limits")??;
     let quarantine = quarantine.context("reading the quarantine topic's limits")??;
     let needed = ingest.max_body_bytes + publisher::RECORD_OVERHEAD;
@@ -216,23 +211,13 @@ async fn check_record_limits(
         settings.topics.orders,
         settings.topics.orders,
     );
-    const SMALLEST_USEFUL: usize = 16 * 1024;
-    anyhow::ensure!(
-        quarantine >= SMALLEST_USEFUL,
-        "topic `{}` takes records of at most {quarantine} bytes (max.message.bytes): too small for a quarantine record's headers; raise it to at least 1048588",
-        settings.topics.orders_quarantine
-    );
-    let producer_max = client
-        .get("message.max.bytes")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1_000_000);
     tracing::info!(
         orders_max_message_bytes = orders,
-        quarantine_max_message_bytes = quarantine,
+        quarantine_max_record_bytes = quarantine,
         compression,
         "broker record limits"
     );
-    Ok((orders, quarantine.min(producer_max)))
+    Ok((orders, quarantine))
 }
 
 /// Refresh broker metadata for the orders topic every few seconds for `/readyz`.
@@ -259,10 +244,11 @@ async fn watch_metadata(state: Arc<AppState>, stop: impl Future<Output = ()>) {
         })
         .await
         .unwrap_or_else(|e| Err(format!("metadata task failed: {e}")));
-        if let Err(e) = &result {
-            tracing::warn!(error = %e, "broker metadata fetch failed");
+        match result {
+            Ok(()) => state.readiness.record_ok(),
+            // The reason goes to the log only: `/readyz` is public.
+            Err(e) => tracing::warn!(error = %e, "broker metadata fetch failed"),
         }
-        state.readiness.record(result);
         if let Some(age) = state.readiness.age() {
             state.metrics.metadata_age.set(age.as_secs_f64());
         }

@@ -20,7 +20,7 @@
 //! cannot fix is either a 4xx caused by the sender, or a 200 with the body quarantined.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
@@ -289,7 +289,6 @@ impl AppState {
     async fn read_body(&self, mut body: Body) -> Result<(Bytes, BodyBudget<'_>), Outcome> {
         let mut budget = BodyBudget {
             permit: None,
-            bytes: 0,
             gauge: &self.metrics.buffered_body_bytes,
         };
         let mut chunks: Vec<Bytes> = Vec::new();
@@ -311,7 +310,7 @@ impl AppState {
                 tracing::warn!("body byte budget exhausted; answering 503");
                 return Err(Outcome::Overloaded);
             };
-            budget.add(permit, n);
+            budget.add(permit);
             chunks.push(data);
         }
         let body = match chunks.len() {
@@ -345,16 +344,7 @@ impl AppState {
                 )
             }
         };
-        let span = tracing::info_span!(
-            "publish",
-            otel.name = %format_args!("publish {topic_name}"),
-            otel.kind = "producer",
-            messaging.system = "kafka",
-            messaging.operation.type = "send",
-            messaging.destination.name = %topic_name,
-            shopify.topic = %topic,
-            shopify.webhook_id = meta.webhook_id,
-        );
+        let span = publish_span(topic_name, topic, meta);
         let record_headers = record_headers(meta, &span, reason);
         let mut published = self
             .publisher
@@ -407,16 +397,7 @@ impl AppState {
         body: &[u8],
     ) -> Outcome {
         const REASON: &str = "too_large_for_broker";
-        let span = tracing::info_span!(
-            "publish",
-            otel.name = %format_args!("publish {}", self.quarantine_topic),
-            otel.kind = "producer",
-            messaging.system = "kafka",
-            messaging.operation.type = "send",
-            messaging.destination.name = %self.quarantine_topic,
-            shopify.topic = %topic,
-            shopify.webhook_id = meta.webhook_id,
-        );
+        let span = publish_span(&self.quarantine_topic, topic, meta);
         let room = self.quarantine_max_bytes.saturating_sub(
             usize::try_from(crate::publisher::RECORD_OVERHEAD).unwrap_or(usize::MAX),
         );
@@ -462,28 +443,42 @@ impl AppState {
     }
 }
 
-/// Body bytes this request holds against [`AppState::body_budget`], returned on drop.
+/// The producer span of one publish (OpenTelemetry messaging conventions).
+fn publish_span(topic_name: &str, topic: ShopifyTopic, meta: &Meta<'_>) -> tracing::Span {
+    tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("publish {topic_name}"),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = %topic_name,
+        shopify.topic = %topic,
+        shopify.webhook_id = meta.webhook_id,
+    )
+}
+
+/// Body bytes this request holds against [`AppState::body_budget`] (one permit a byte),
+/// returned on drop; the gauge follows.
 struct BodyBudget<'a> {
     permit: Option<SemaphorePermit<'a>>,
-    bytes: u64,
     gauge: &'a prometheus::IntGauge,
 }
 
 impl<'a> BodyBudget<'a> {
-    fn add(&mut self, permit: SemaphorePermit<'a>, bytes: u64) {
+    fn add(&mut self, permit: SemaphorePermit<'a>) {
+        self.gauge
+            .add(i64::try_from(permit.num_permits()).unwrap_or(i64::MAX));
         match &mut self.permit {
             Some(held) => held.merge(permit),
             None => self.permit = Some(permit),
         }
-        self.bytes += bytes;
-        self.gauge.add(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 }
 
 impl Drop for BodyBudget<'_> {
     fn drop(&mut self) {
-        self.gauge
-            .sub(i64::try_from(self.bytes).unwrap_or(i64::MAX));
+        let held = self.permit.as_ref().map_or(0, SemaphorePermit::num_permits);
+        self.gauge.sub(i64::try_from(held).unwrap_or(i64::MAX));
     }
 }
 
@@ -546,7 +541,6 @@ pub struct Readiness {
     origin: Instant,
     /// Milliseconds after `origin` of the last good fetch, plus one; 0 means never.
     last_ok_ms: AtomicU64,
-    last_error: Mutex<Option<String>>,
     max_age: Duration,
 }
 
@@ -555,21 +549,14 @@ impl Readiness {
         Readiness {
             origin: Instant::now(),
             last_ok_ms: AtomicU64::new(0),
-            last_error: Mutex::new(None),
             max_age,
         }
     }
 
-    pub fn record(&self, result: Result<(), String>) {
-        match result {
-            Ok(()) => {
-                let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-                self.last_ok_ms.store(ms + 1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-            }
-        }
+    /// A metadata fetch succeeded now.
+    pub fn record_ok(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ok_ms.store(ms + 1, Ordering::Relaxed);
     }
 
     /// Time since the last good fetch; `None` if there never was one.
@@ -584,37 +571,21 @@ impl Readiness {
         }
     }
 
-    fn status(&self) -> Result<(), String> {
-        match self.age() {
-            Some(age) if age <= self.max_age => Ok(()),
-            age => {
-                let last_error = self
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()
-                    .unwrap_or_else(|| "no metadata fetched yet".into());
-                Err(match age {
-                    Some(age) => format!(
-                        "broker metadata is {}s old; last error: {last_error}",
-                        age.as_secs()
-                    ),
-                    None => format!("broker not reached yet; last error: {last_error}"),
-                })
-            }
-        }
+    fn is_ready(&self) -> bool {
+        self.age().is_some_and(|age| age <= self.max_age)
     }
 }
 
 /// Public, so it says only ready or not; why is in the log (`broker metadata fetch failed`)
 /// and in `tierflow_ingest_broker_metadata_age_seconds`.
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
-    match app.readiness.status() {
-        Ok(()) => "ready\n".into_response(),
-        Err(_) => (
+    if app.readiness.is_ready() {
+        "ready\n".into_response()
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: broker unreachable\n",
         )
-            .into_response(),
+            .into_response()
     }
 }

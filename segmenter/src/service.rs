@@ -171,8 +171,11 @@ impl Segmenter {
         );
         partitions(&topics.segments)?;
         partitions(&topics.orders_quarantine)?;
-        let quarantine_max_bytes =
-            quarantine_limit(&restore_config, &producer_config, &topics.orders_quarantine)?;
+        let quarantine_max_bytes = service_runtime::kafka::quarantine_record_limit(
+            &restore_config,
+            &producer_config,
+            &topics.orders_quarantine,
+        )?;
         consumer
             .subscribe(&[topics.orders.as_str()])
             .context("subscribing to the orders topic")?;
@@ -812,40 +815,6 @@ fn header_map(m: &OwnedMessage) -> HashMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// The largest quarantine record that both the producer (`message.max.bytes`, librdkafka's
-/// default 1,000,000, checked on the uncompressed record) and the topic (`max.message.bytes`)
-/// take. Refuses a limit too small to carry a quarantine record's headers.
-fn quarantine_limit(
-    admin_config: &ClientConfig,
-    producer_config: &ClientConfig,
-    topic: &str,
-) -> anyhow::Result<usize> {
-    const LIBRDKAFKA_DEFAULT: usize = 1_000_000;
-    const SMALLEST_USEFUL: usize = 16 * 1024;
-    let producer_max = producer_config
-        .get("message.max.bytes")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(LIBRDKAFKA_DEFAULT);
-    let topic_max = service_runtime::kafka::topic_max_message_bytes(
-        admin_config,
-        topic,
-        Duration::from_secs(3),
-    )?
-    .unwrap_or_else(|| {
-        tracing::warn!(
-            topic,
-            "the broker did not report max.message.bytes; assuming Kafka's default 1048588"
-        );
-        service_runtime::kafka::KAFKA_DEFAULT_MAX_MESSAGE_BYTES
-    });
-    let limit = producer_max.min(topic_max);
-    anyhow::ensure!(
-        limit >= SMALLEST_USEFUL,
-        "topic `{topic}` takes records of at most {limit} bytes (max.message.bytes {topic_max}, producer message.max.bytes {producer_max}): too small for a quarantine record's headers; raise the topic's max.message.bytes to at least 1048588"
-    );
-    Ok(limit)
 }
 
 /// `hs` plus where `m` came from (topic, partition, offset).

@@ -56,6 +56,47 @@ pub fn client_config(
     Ok(config)
 }
 
+/// librdkafka's default `message.max.bytes`: the largest record a producer sends, checked on
+/// the uncompressed record before compression.
+pub const LIBRDKAFKA_DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// `topic`'s record limit as the broker reports it, or Kafka's default (with a warning) when
+/// the broker cannot say.
+pub fn topic_record_limit(config: &ClientConfig, topic: &str) -> anyhow::Result<usize> {
+    Ok(
+        topic_max_message_bytes(config, topic, Duration::from_secs(3))?.unwrap_or_else(|| {
+            tracing::warn!(
+                topic,
+                "the broker did not report max.message.bytes; assuming Kafka's default 1048588"
+            );
+            KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+        }),
+    )
+}
+
+/// The largest quarantine record that both the producer (`message.max.bytes`, checked on the
+/// uncompressed record) and `topic` (`max.message.bytes`) take. Refuses a limit too small to
+/// carry a quarantine record's headers. `admin` asks the broker; `producer` is the config of
+/// the producer that writes the quarantine records.
+pub fn quarantine_record_limit(
+    admin: &ClientConfig,
+    producer: &ClientConfig,
+    topic: &str,
+) -> anyhow::Result<usize> {
+    const SMALLEST_USEFUL: usize = 16 * 1024;
+    let producer_max = producer
+        .get("message.max.bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LIBRDKAFKA_DEFAULT_MESSAGE_MAX_BYTES);
+    let topic_max = topic_record_limit(admin, topic)?;
+    let limit = producer_max.min(topic_max);
+    anyhow::ensure!(
+        limit >= SMALLEST_USEFUL,
+        "topic `{topic}` takes records of at most {limit} bytes (max.message.bytes {topic_max}, producer message.max.bytes {producer_max}): too small for a quarantine record's headers; raise the topic's max.message.bytes to at least 1048588"
+    );
+    Ok(limit)
+}
+
 /// Bootstrap addresses of the embedded brokers this process started.
 static EMBEDDED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -67,7 +108,7 @@ pub const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 /// topic's `max.message.bytes`, inherited from the broker's `message.max.bytes` unless set).
 /// `Ok(None)` when the broker cannot say (librdkafka's mock cluster has no DescribeConfigs);
 /// callers then assume [`KAFKA_DEFAULT_MAX_MESSAGE_BYTES`].
-pub fn topic_max_message_bytes(
+fn topic_max_message_bytes(
     config: &ClientConfig,
     topic: &str,
     timeout: Duration,
