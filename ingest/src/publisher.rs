@@ -134,7 +134,9 @@ impl Publisher {
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 Err(PublishError::QueueFull)
             }
-            Err((e, _)) if too_large(&e) => Err(PublishError::TooLarge(e)),
+            Err((e, _)) if service_runtime::kafka::record_too_large(&e) => {
+                Err(PublishError::TooLarge(e))
+            }
             Err((e, _)) => Err(PublishError::Broker(e)),
             Ok(delivery) => match tokio::time::timeout(self.timeout, delivery).await {
                 Err(_) => Err(PublishError::Timeout(self.timeout)),
@@ -144,7 +146,9 @@ impl Publisher {
                     KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
                     _,
                 )))) => Err(PublishError::Timeout(self.timeout)),
-                Ok(Ok(Err((e, _)))) if too_large(&e) => Err(PublishError::TooLarge(e)),
+                Ok(Ok(Err((e, _)))) if service_runtime::kafka::record_too_large(&e) => {
+                    Err(PublishError::TooLarge(e))
+                }
                 Ok(Ok(Err((e, _)))) => Err(PublishError::Broker(e)),
                 Ok(Ok(Ok(_delivery))) => Ok(()),
             },
@@ -168,15 +172,4 @@ impl Publisher {
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(timeout)
     }
-}
-
-fn too_large(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::MessageBatchTooLarge
-        )
-    )
 }

@@ -73,6 +73,18 @@ impl Tally {
         *self.quarantined.entry(reason).or_default() += 1;
     }
 
+    fn merge(&mut self, other: Tally) {
+        for (k, n) in other.records {
+            *self.records.entry(k).or_default() += n;
+        }
+        for (k, n) in other.quarantined {
+            *self.quarantined.entry(k).or_default() += n;
+        }
+        for (k, n) in other.updates {
+            *self.updates.entry(k).or_default() += n;
+        }
+    }
+
     fn apply(self, m: &Metrics) {
         for (outcome, n) in self.records {
             m.records.with_label_values(&[outcome]).inc_by(n);
@@ -286,9 +298,11 @@ impl Segmenter {
         let mut outs: Vec<Out> = Vec::new();
         let mut changelog: Vec<Out> = Vec::new();
         let mut tally = Tally::default();
-        // Partitions whose ledger a panic may have left half-changed: dropped after the batch
-        // (so restored from the changelog, which holds exactly the batch's accepted effects).
-        let mut poisoned: Vec<i32> = Vec::new();
+        // Partitions whose ledger a panic may have left half-changed, with the offset after
+        // the panicking record: nothing more of them is decided in this batch (it would build
+        // on that state); after the batch their state is dropped and they are read again from
+        // there, restored from the changelog, which holds only accepted effects.
+        let mut poisoned: BTreeMap<i32, i64> = BTreeMap::new();
         // Partitions this batch needs and this instance has no current state for (newly
         // assigned, or dropped after a failed batch): restore them together, one read.
         let mut needed: BTreeMap<i32, u64> = BTreeMap::new();
@@ -315,6 +329,9 @@ impl Segmenter {
                 tally.record("stale_assignment");
                 continue;
             }
+            if poisoned.contains_key(&p) {
+                continue; // read again after the restore
+            }
             first_offsets.entry(p).or_insert(m.offset());
             last_offsets.insert(p, m.offset());
             let mut record_outs = Vec::new();
@@ -332,15 +349,7 @@ impl Segmenter {
                 Ok(outcome) => {
                     outs.append(&mut record_outs);
                     changelog.append(&mut record_changelog);
-                    for (k, n) in record_tally.records {
-                        *tally.records.entry(k).or_default() += n;
-                    }
-                    for (k, n) in record_tally.quarantined {
-                        *tally.quarantined.entry(k).or_default() += n;
-                    }
-                    for (k, n) in record_tally.updates {
-                        *tally.updates.entry(k).or_default() += n;
-                    }
+                    tally.merge(record_tally);
                     tally.record(outcome);
                 }
                 Err(panic) => {
@@ -353,16 +362,20 @@ impl Segmenter {
                     outs.push(self.quarantine_copy(m, "decision_panic", &detail));
                     tally.quarantine("decision_panic");
                     tally.record("quarantined");
-                    poisoned.push(p);
+                    poisoned.insert(p, m.offset() + 1);
                 }
             }
         }
         let decided = started.elapsed();
         let produce_started = Instant::now();
         let result = async {
-            self.send_all(outs)
+            let rejected = self
+                .send_all(outs)
                 .await
                 .context("producing segment updates")?;
+            if rejected > 0 {
+                *tally.quarantined.entry("produce_rejected").or_default() += rejected;
+            }
             // Not isolated: a changelog entry the broker refuses would leave restored state
             // different from live state, so it fails the batch (entries are tiny; a refusal
             // is systemic).
@@ -394,8 +407,16 @@ impl Segmenter {
                 .with_context(|| format!("storing offset {last} of partition {p}"))?;
         }
         tally.apply(&self.metrics);
-        for p in poisoned {
+        for (p, next) in poisoned {
             self.state.remove(&p);
+            self.consumer
+                .seek(
+                    &orders_topic,
+                    p,
+                    Offset::Offset(next),
+                    Duration::from_secs(5),
+                )
+                .with_context(|| format!("seeking partition {p} back to {next} after a panic"))?;
         }
         let (customers, orders) = self.state.values().fold((0, 0), |(c, o), s| {
             (c + s.ledger.customers(), o + s.ledger.orders())
@@ -628,16 +649,28 @@ impl Segmenter {
         decision.outcome
     }
 
-    /// Produce `outs` and wait for every acknowledgement.
-    async fn send_all(&self, outs: Vec<Out>) -> anyhow::Result<()> {
-        let rejected = self.send_each(&outs).await?;
+    /// Produce `outs` and wait for every acknowledgement. Returns how many records the broker
+    /// rejected for themselves and were replaced by quarantine markers.
+    async fn send_all(&self, outs: Vec<Out>) -> anyhow::Result<u64> {
+        let mut rejected = self.send_each(&outs).await?;
         if rejected.is_empty() {
-            return Ok(());
+            return Ok(0);
+        }
+        // The broker judges a whole batch: records that shared one with an oversized record
+        // are refused with it. Each is sent again alone, and only a second refusal is its own.
+        let mut own = Vec::new();
+        for (i, first) in rejected.drain(..) {
+            let again = self.send_each(std::slice::from_ref(&outs[i])).await?;
+            if let Some((_, e)) = again.into_iter().next() {
+                own.push((i, e));
+            } else {
+                tracing::info!(topic = %outs[i].topic, error = %first, "a record refused with its batch went through alone");
+            }
         }
         // The broker refused these records themselves (too large, invalid), which no retry
         // fixes: keep the partition moving and leave a body-less quarantine marker with the
         // record's headers (its source coordinates among them) and the broker's reason.
-        let markers: Vec<Out> = rejected
+        let markers: Vec<Out> = own
             .into_iter()
             .map(|(i, e)| {
                 let o = &outs[i];
@@ -671,11 +704,7 @@ impl Segmenter {
         if let Some((_, e)) = still.into_iter().next() {
             return Err(anyhow::Error::new(e).context("the broker rejected a quarantine marker"));
         }
-        self.metrics
-            .quarantined
-            .with_label_values(&["produce_rejected"])
-            .inc_by(n);
-        Ok(())
+        Ok(n)
     }
 
     /// Produce `outs` and wait for every acknowledgement. Records the broker rejects for
@@ -835,16 +864,11 @@ fn with_source(hs: OwnedHeaders, m: &OwnedMessage) -> OwnedHeaders {
 
 /// Errors about the record itself, which no retry fixes (as opposed to the broker's state).
 fn record_rejected(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::InvalidMessage
-                | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::MessageBatchTooLarge
+    service_runtime::kafka::record_too_large(e)
+        || matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::InvalidMessage | RDKafkaErrorCode::InvalidRecord)
         )
-    )
 }
 
 /// Per-record framing a broker counts beyond key, value and headers (record batch header

@@ -56,6 +56,22 @@ pub fn client_config(
     Ok(config)
 }
 
+/// The record (or the batch it shares) is over a size limit: the producer's
+/// `message.max.bytes`, checked on the uncompressed record, or the topic's
+/// `max.message.bytes`, checked by the broker on the compressed batch. No retry of the same
+/// batch fixes it; a record small enough on its own may pass when sent again alone.
+pub fn record_too_large(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
+}
+
 /// librdkafka's default `message.max.bytes`: the largest record a producer sends, checked on
 /// the uncompressed record before compression.
 pub const LIBRDKAFKA_DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;

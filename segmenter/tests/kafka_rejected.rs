@@ -1,0 +1,110 @@
+//! A record the broker refuses for itself, on Apache Kafka (one KRaft node from
+//! `scripts/kafka.py`): the segment updates topic takes records of at most 300 bytes, so every
+//! update is too large on its own. Each is sent again alone, refused again, and replaced by a
+//! body-less `produce_rejected` marker in quarantine; no batch fails or repeats, and every
+//! input record is counted once. (The mock cluster cannot refuse one record and accept
+//! another, so this runs on Kafka.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::{ClientConfig, Message};
+use schemas::headers as h;
+use service_runtime::kafka::LocalKafka;
+
+#[tokio::test]
+async fn a_record_the_broker_refuses_on_its_own_becomes_a_marker() {
+    let kafka = LocalKafka::start(1).unwrap();
+    let b = kafka.bootstrap.clone();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .create()
+        .unwrap();
+    admin
+        .create_topics(
+            &[
+                NewTopic::new("customer.segments", PARTITIONS, TopicReplication::Fixed(1))
+                    .set("max.message.bytes", "300"),
+            ],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .for_each(|r| {
+            r.unwrap();
+        });
+    let specs = service_runtime::topics::pipeline_topics(
+        &service_runtime::config::TopicsConfig::default(),
+        service_runtime::topics::Layout {
+            partitions: PARTITIONS,
+            replication: 1,
+            min_insync_replicas: 1,
+        },
+    );
+    let client = ClientConfig::new().set("bootstrap.servers", &b).clone();
+    tokio::task::spawn_blocking(move || {
+        service_runtime::topics::ensure(&client, &specs, true, Duration::from_secs(30))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+
+    let (_versions, inputs) = history(10, 21);
+    produce(&b, &inputs).await;
+    let running = start(settings(&b, "g-kafka-rejected"), &b).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let m = loop {
+        let m = running.metrics().await;
+        if metric_sum(&m, "tierflow_segmenter_records_total") >= inputs.len() as u64
+            || std::time::Instant::now() > deadline
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        metric_sum(&m, "tierflow_segmenter_records_total"),
+        inputs.len() as u64,
+        "{m}"
+    );
+    assert_eq!(metric_sum(&m, "tierflow_segmenter_batch_failures_total"), 0);
+    let rejected = metric_sum(
+        &m,
+        "tierflow_segmenter_quarantined_records_total{reason=\"produce_rejected\"}",
+    );
+    assert!(rejected >= 1, "{m}");
+    let updates = metric_sum(&m, "tierflow_segmenter_updates_total");
+    assert_eq!(rejected, updates, "every update is too large for the topic");
+
+    let b2 = b.clone();
+    let markers: Vec<_> = tokio::task::spawn_blocking(move || {
+        read_all(&b2, "shopify.orders.quarantine", Duration::from_secs(5))
+    })
+    .await
+    .unwrap()
+    .into_iter()
+    .filter(|r| header(r, h::QUARANTINE_REASON).as_deref() == Some("produce_rejected"))
+    .collect();
+    assert_eq!(markers.len() as u64, rejected);
+    for r in &markers {
+        assert!(r.payload().is_none(), "a marker carries no body");
+        assert!(header(r, h::QUARANTINE_DETAIL).is_some());
+        assert!(
+            header(r, h::SOURCE_OFFSET).is_some(),
+            "it says where the input is"
+        );
+    }
+    let b3 = b.clone();
+    let segments = tokio::task::spawn_blocking(move || {
+        read_all(&b3, "customer.segments", Duration::from_secs(2))
+    })
+    .await
+    .unwrap();
+    assert!(segments.is_empty());
+    running.stop().await;
+}
