@@ -59,7 +59,6 @@ impl Operation {
         }
     }
 
-    /// Okta's rate-limit bucket for the request (the limiter paces per bucket).
     /// Does a 2xx body carry what this call needs? Users and groups must have an `id` (Okta's
     /// ids are short ASCII alphanumerics, e.g. `00u1abcd2EFGH3ijk4x7`); lists must be arrays
     /// of such objects. Membership calls answer 204 and need nothing.
@@ -89,6 +88,7 @@ impl Operation {
         }
     }
 
+    /// Okta's rate-limit bucket for the request (the limiter paces per bucket).
     pub fn bucket(self) -> &'static str {
         match self {
             Operation::GetUser | Operation::ListUserGroups => "users_get",
