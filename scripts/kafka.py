@@ -6,9 +6,11 @@
                                              # format + start KRaft node(s) on free ports, wait
                                              # until ready, print the bootstrap servers
     scripts/kafka.py stop --dir DIR [--clean] # stop what `start` started (data kept unless --clean)
-    scripts/kafka.py kill|pause|resume|restart --dir DIR --node N
+    scripts/kafka.py kill|pause|resume|restart --dir DIR --node N|all
                                              # fault injection: SIGKILL, SIGSTOP, SIGCONT, start again
     scripts/kafka.py status --dir DIR        # which nodes run, and the bootstrap servers
+    scripts/kafka.py tool NAME [ARGS...]     # one of Kafka's own tools from the same jars:
+                                             # consumer-groups, topics, producer-perf, consumer-perf
 
 `install` is idempotent and works offline once the jars are cached (~/.cache/tierflow/kafka-<v>,
 or $TIERFLOW_CACHE). One node is a combined broker + controller (`--standalone` quorum); three
@@ -92,6 +94,38 @@ def install():
     with open(marker, "w") as f:
         f.write(KAFKA_VERSION + "\n")
     return LIBS
+
+
+# Kafka's command-line tools by the name of the shell script Kafka ships for each.
+TOOLS = {
+    "consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+    "topics": "org.apache.kafka.tools.TopicCommand",
+    "producer-perf": "org.apache.kafka.tools.ProducerPerformance",
+    "consumer-perf": "org.apache.kafka.tools.ConsumerPerformance",
+}
+
+# Tools log warnings and worse to stderr; their results go to stdout.
+TOOL_LOG4J2 = """status = warn
+appender.err.type = Console
+appender.err.name = err
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.err.ref = err
+"""
+
+
+def tool(name, args, heap):
+    """Replace this process with Kafka's tool `name` (stdout and exit status are the tool's)."""
+    install()
+    conf = os.path.join(HOME, "tools-log4j2.properties")
+    if not os.path.exists(conf):
+        with open(conf, "w") as f:
+            f.write(TOOL_LOG4J2)
+    cmd = ["java", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+           f"-Dlog4j2.configurationFile={conf}", "-cp", os.path.join(LIBS, "*"), TOOLS[name]] + args
+    os.execvp("java", cmd)
 
 
 def free_ports(n):
@@ -344,9 +378,13 @@ def main():
     for name in ("kill", "pause", "resume", "restart"):
         c = sub.add_parser(name)
         c.add_argument("--dir", required=True)
-        c.add_argument("--node", type=int, required=True)
+        c.add_argument("--node", required=True, help="a node id, or `all`")
     ss = sub.add_parser("status")
     ss.add_argument("--dir", required=True)
+    t = sub.add_parser("tool", help="run one of Kafka's tools: " + ", ".join(TOOLS))
+    t.add_argument("name", choices=sorted(TOOLS))
+    t.add_argument("--heap", default="256m")
+    t.add_argument("args", nargs=argparse.REMAINDER)
     args = p.parse_args()
     if args.cmd == "install":
         print(install())
@@ -354,6 +392,8 @@ def main():
         start(args)
     elif args.cmd == "stop":
         stop_cluster(load(args.dir), args.clean)
+    elif args.cmd == "tool":
+        tool(args.name, args.args, args.heap)
     elif args.cmd == "status":
         c = load(args.dir)
         for n in c["nodes"]:
@@ -362,17 +402,24 @@ def main():
         print(c.get("bootstrap", ""))
     else:
         c = load(args.dir)
-        i, n = node_of(c, args.node)
-        if args.cmd == "kill":
-            os.kill(n["pid"], signal.SIGKILL)
-        elif args.cmd == "pause":
-            os.kill(n["pid"], signal.SIGSTOP)
-        elif args.cmd == "resume":
-            os.kill(n["pid"], signal.SIGCONT)
-        elif args.cmd == "restart":
-            if alive(n["pid"]):
-                raise SystemExit(f"node {n['id']} is still running (kill it first)")
-            launch(c, i)
+        if args.node == "all":
+            picked = list(enumerate(c["nodes"]))
+        else:
+            picked = [node_of(c, int(args.node))]
+        for i, n in picked:
+            if args.cmd == "kill":
+                os.kill(n["pid"], signal.SIGKILL)
+            elif args.cmd == "pause":
+                os.kill(n["pid"], signal.SIGSTOP)
+            elif args.cmd == "resume":
+                os.kill(n["pid"], signal.SIGCONT)
+            elif args.cmd == "restart":
+                if alive(n["pid"]):
+                    raise SystemExit(f"node {n['id']} is still running (kill it first)")
+                launch(c, i)
+        if args.cmd == "restart":
+            # Every running node must list every running node (a lone restarted node of three
+            # cannot elect a controller: `--node all` brings the quorum back together).
             running = [j for j, m in enumerate(c["nodes"]) if alive(m["pid"])]
             wait_ready(c, running)
 

@@ -15,32 +15,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rdkafka::ClientConfig;
-use service_runtime::kafka::LocalKafka;
 
 const WEBHOOKS: usize = 1500;
 const CONCURRENCY: usize = 16;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_2xx_survives_a_killed_partition_leader() {
-    let kafka = LocalKafka::start(3).unwrap();
-    let admin = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.bootstrap)
-        .clone();
-    let specs = service_runtime::topics::pipeline_topics(
-        &service_runtime::config::TopicsConfig::default(),
-        service_runtime::topics::Layout {
-            partitions: PARTITIONS,
-            replication: 3,
-            min_insync_replicas: 2,
-        },
-    );
-    let made = tokio::task::spawn_blocking(move || {
-        service_runtime::topics::ensure(&admin, &specs, true, Duration::from_secs(30))
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert_eq!(made.len(), 5, "{made:?}");
+    let broker = testkit::Broker::kafka(3, PARTITIONS);
+    let kafka = broker.apache_kafka().unwrap();
 
     let s = settings(&kafka.bootstrap);
     let app = ingest::Application::build(&s, &kafka.bootstrap)
@@ -61,7 +43,7 @@ async fn every_2xx_survives_a_killed_partition_leader() {
     let phase = Phase::start(&client, &url, 0..WEBHOOKS);
     phase.wait_acked(WEBHOOKS / 10).await;
     let killed = leader_of_partition_0(&kafka.bootstrap).await;
-    kafka_py(&["kill", "--dir", &kafka.dir, "--node", &killed.to_string()]);
+    kafka.kill(&killed.to_string()).unwrap();
     let at_kill = phase.acked.load(Ordering::Relaxed);
     let (mut delivered, refused_kill) = phase.finish().await;
     assert!(
@@ -69,21 +51,15 @@ async fn every_2xx_survives_a_killed_partition_leader() {
         "the kill landed after the last delivery: nothing was tested"
     );
     // The killed node comes back (kafka.py waits until the cluster lists it again).
-    kafka_py(&[
-        "restart",
-        "--dir",
-        &kafka.dir,
-        "--node",
-        &killed.to_string(),
-    ]);
+    tokio::task::block_in_place(|| kafka.restart(&killed.to_string())).unwrap();
 
     // Phase 2: the leader hangs (SIGSTOP) longer than produce_timeout, then resumes.
     let phase = Phase::start(&client, &url, WEBHOOKS..2 * WEBHOOKS);
     phase.wait_acked(WEBHOOKS / 10).await;
     let hung = leader_of_partition_0(&kafka.bootstrap).await;
-    kafka_py(&["pause", "--dir", &kafka.dir, "--node", &hung.to_string()]);
+    kafka.pause(&hung.to_string()).unwrap();
     tokio::time::sleep(s.ingest.produce_timeout * 3).await;
-    kafka_py(&["resume", "--dir", &kafka.dir, "--node", &hung.to_string()]);
+    kafka.resume(&hung.to_string()).unwrap();
     let (more, refused_hang) = phase.finish().await;
     delivered.extend(more);
     assert!(
@@ -97,13 +73,13 @@ async fn every_2xx_survives_a_killed_partition_leader() {
 
     let bootstrap = kafka.bootstrap.clone();
     let records = tokio::task::spawn_blocking(move || {
-        read_topic(&bootstrap, ORDERS, 2 * WEBHOOKS, Duration::from_secs(60))
+        read_at_least(&bootstrap, ORDERS, 2 * WEBHOOKS, Duration::from_secs(60))
     })
     .await
     .unwrap();
     let stored: BTreeSet<String> = records
         .iter()
-        .map(|m| headers_of(m)[schemas::headers::SHOPIFY_WEBHOOK_ID].clone())
+        .map(|m| headers(m)[schemas::headers::SHOPIFY_WEBHOOK_ID].clone())
         .collect();
     let lost: Vec<_> = delivered.difference(&stored).collect();
     println!(
@@ -121,14 +97,6 @@ async fn every_2xx_survives_a_killed_partition_leader() {
 
     let _ = stop_tx.send(());
     served.await.unwrap().unwrap();
-}
-
-fn kafka_py(args: &[&str]) {
-    let status = std::process::Command::new(LocalKafka::script())
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "scripts/kafka.py {args:?}");
 }
 
 async fn leader_of_partition_0(bootstrap: &str) -> i32 {

@@ -40,7 +40,8 @@ async fn create_topics(bootstrap: &str, orders_max: &str, quarantine_max: &str) 
 
 #[tokio::test]
 async fn the_brokers_own_limits_are_read_and_held() {
-    let kafka = service_runtime::kafka::LocalKafka::start(1).unwrap();
+    let broker = testkit::Broker::kafka_without_topics(1);
+    let kafka = broker.apache_kafka().unwrap();
     // Both topics smaller than a large order: only compression lets one in.
     create_topics(&kafka.bootstrap, "300000", "400000").await;
 
@@ -112,24 +113,24 @@ async fn the_brokers_own_limits_are_read_and_held() {
 
     let bootstrap = kafka.bootstrap.clone();
     let orders = tokio::task::spawn_blocking(move || {
-        read_topic(&bootstrap, ORDERS, 21, Duration::from_secs(20))
+        read_at_least(&bootstrap, ORDERS, 21, Duration::from_secs(20))
     })
     .await
     .unwrap();
     assert_eq!(orders.len(), 21, "the large order and all 20 small ones");
     let large_record = orders
         .iter()
-        .find(|m| headers_of(m)[h::SHOPIFY_WEBHOOK_ID] == "wh-large")
+        .find(|m| headers(m)[h::SHOPIFY_WEBHOOK_ID] == "wh-large")
         .unwrap();
     assert_eq!(large_record.payload().unwrap(), large.as_bytes());
     let bootstrap = kafka.bootstrap.clone();
     let quarantined = tokio::task::spawn_blocking(move || {
-        read_topic(&bootstrap, QUARANTINE, 1, Duration::from_secs(20))
+        read_at_least(&bootstrap, QUARANTINE, 1, Duration::from_secs(20))
     })
     .await
     .unwrap();
     assert_eq!(quarantined.len(), 1);
-    let hs = headers_of(&quarantined[0]);
+    let hs = headers(&quarantined[0]);
     assert_eq!(hs[h::QUARANTINE_REASON], "too_large_for_broker");
     assert_eq!(hs[h::BODY_BYTES], big.len().to_string());
     assert_eq!(hs[h::BODY_SHA256], h::sha256_hex(big.as_bytes()));

@@ -27,7 +27,7 @@ async fn valid_webhook_lands_with_exact_bytes_key_and_headers() {
         .unwrap()
         .contains("\\/"));
     assert_eq!(key_of(r), format!("{SHOP}/{}", spec.customer_id.unwrap()));
-    let hs = headers_of(r);
+    let hs = headers(r);
     assert_eq!(hs[h::SHOPIFY_TOPIC], "orders/create");
     assert_eq!(hs[h::SHOPIFY_SHOP_DOMAIN], SHOP);
     assert_eq!(hs[h::SHOPIFY_WEBHOOK_ID], "wh-valid-1");
@@ -61,7 +61,7 @@ async fn guest_orders_are_keyed_by_order_and_optional_headers_may_be_absent() {
         key_of(&records[0]),
         format!("{SHOP}/order/{}", spec.order_id)
     );
-    let hs = headers_of(&records[0]);
+    let hs = headers(&records[0]);
     assert!(!hs.contains_key(h::SHOPIFY_EVENT_ID) && !hs.contains_key(h::SHOPIFY_TRIGGERED_AT));
     app.stop().await.unwrap();
 }
@@ -202,11 +202,11 @@ async fn signed_but_unusable_bodies_are_quarantined_with_a_reason() {
     for (i, (topic, body, reason)) in cases.iter().enumerate() {
         let r = records
             .iter()
-            .find(|r| headers_of(r)[h::SHOPIFY_WEBHOOK_ID] == format!("wh-q-{i}"))
+            .find(|r| headers(r)[h::SHOPIFY_WEBHOOK_ID] == format!("wh-q-{i}"))
             .unwrap();
         assert_eq!(r.payload().unwrap(), *body);
         assert_eq!(key_of(r), SHOP);
-        let hs = headers_of(r);
+        let hs = headers(r);
         assert_eq!(hs[h::QUARANTINE_REASON], *reason);
         assert_eq!(hs[h::SHOPIFY_TOPIC], *topic);
     }
@@ -249,7 +249,7 @@ async fn broker_down_gives_503_within_the_deadline_then_recovers() {
     let (w, _) = order_webhook("wh-before", Some(3));
     assert_eq!(app.send(&w).await.status(), 200);
 
-    app.broker.cluster().broker_down(1).unwrap();
+    app.broker.mock().broker_down(1).unwrap();
     let (w, _) = order_webhook("wh-during", Some(3));
     let started = Instant::now();
     let response = app.send(&w).await;
@@ -261,7 +261,7 @@ async fn broker_down_gives_503_within_the_deadline_then_recovers() {
         "Shopify's deadline is 5 s; took {took:?}"
     );
 
-    app.broker.cluster().broker_up(1).unwrap();
+    app.broker.mock().broker_up(1).unwrap();
     // librdkafka reconnects with backoff; a retry (as Shopify would make) succeeds.
     let (w, _) = order_webhook("wh-after", Some(3));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -320,9 +320,9 @@ async fn every_2xx_under_a_burst_with_the_broker_stopped_midway_is_in_the_topic(
         answered.push((id, status));
         if answered.len() == total / 4 && !stopped {
             stopped = true;
-            app.broker.cluster().broker_down(1).unwrap();
+            app.broker.mock().broker_down(1).unwrap();
             tokio::time::sleep(Duration::from_secs(3)).await;
-            app.broker.cluster().broker_up(1).unwrap();
+            app.broker.mock().broker_up(1).unwrap();
         }
     }
     for w in workers {
@@ -349,7 +349,7 @@ async fn every_2xx_under_a_burst_with_the_broker_stopped_midway_is_in_the_topic(
     let records = app.read(ORDERS, ok.len(), Duration::from_secs(30)).await;
     let stored: std::collections::HashSet<String> = records
         .iter()
-        .map(|r| headers_of(r)[h::SHOPIFY_WEBHOOK_ID].clone())
+        .map(|r| headers(r)[h::SHOPIFY_WEBHOOK_ID].clone())
         .collect();
     let lost: Vec<&&String> = ok
         .iter()
@@ -410,7 +410,7 @@ async fn shutdown_finishes_in_flight_requests_and_flushes() {
     let (w, _) = order_webhook("wh-warmup", Some(77));
     assert_eq!(app.send(&w).await.status(), 200);
     app.broker
-        .cluster()
+        .mock()
         .broker_round_trip_time(1, Duration::from_millis(300))
         .unwrap();
     let mut pending = Vec::new();
@@ -452,7 +452,7 @@ async fn bodies_the_broker_cannot_hold_are_quarantined_not_retried_forever() {
     assert_eq!(app.send(&w).await.status(), 200);
     let records = app.read(QUARANTINE, 1, Duration::from_secs(10)).await;
     assert_eq!(records.len(), 1);
-    let hs = headers_of(&records[0]);
+    let hs = headers(&records[0]);
     assert_eq!(hs[h::QUARANTINE_REASON], "too_large_for_broker");
     assert_eq!(hs[h::SHOPIFY_WEBHOOK_ID], "wh-big");
     assert_eq!(hs[h::BODY_BYTES], big.len().to_string());

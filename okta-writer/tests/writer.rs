@@ -51,11 +51,11 @@ async fn every_update_lands_exactly_despite_5xx_and_tight_limits() {
     .await;
     let metrics = writer.metrics().await;
     assert!(
-        metric_value(&metrics, "tierflow_okta_retries_total") > 0.0,
+        metric_sum(&metrics, "tierflow_okta_retries_total") > 0.0,
         "the 5xx share must have caused retries"
     );
     assert_eq!(
-        metric_value(&metrics, "tierflow_okta_writer_dead_letters_total"),
+        metric_sum(&metrics, "tierflow_okta_writer_dead_letters_total"),
         0.0
     );
     writer.stop().await;

@@ -14,12 +14,11 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::{ClientConfig, Message};
 use schemas::headers as h;
-use service_runtime::kafka::LocalKafka;
 
 #[tokio::test]
 async fn a_record_the_broker_refuses_on_its_own_becomes_a_marker() {
-    let kafka = LocalKafka::start(1).unwrap();
-    let b = kafka.bootstrap.clone();
+    let kafka = testkit::Broker::kafka_without_topics(1);
+    let b = kafka.bootstrap_servers();
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &b)
         .create()
@@ -38,20 +37,19 @@ async fn a_record_the_broker_refuses_on_its_own_becomes_a_marker() {
         .for_each(|r| {
             r.unwrap();
         });
-    let specs = service_runtime::topics::pipeline_topics(
-        &service_runtime::config::TopicsConfig::default(),
-        service_runtime::topics::Layout {
-            partitions: PARTITIONS,
-            replication: 1,
-            min_insync_replicas: 1,
-        },
-    );
-    let client = ClientConfig::new().set("bootstrap.servers", &b).clone();
+    let b2 = b.clone();
     tokio::task::spawn_blocking(move || {
-        service_runtime::topics::ensure(&client, &specs, true, Duration::from_secs(30))
+        testkit::broker::ensure_topics(
+            &b2,
+            &service_runtime::config::TopicsConfig::default(),
+            service_runtime::topics::Layout {
+                partitions: PARTITIONS,
+                replication: 1,
+                min_insync_replicas: 1,
+            },
+        )
     })
     .await
-    .unwrap()
     .unwrap();
 
     let (_versions, inputs) = history(10, 21);
@@ -82,14 +80,13 @@ async fn a_record_the_broker_refuses_on_its_own_becomes_a_marker() {
     assert_eq!(rejected, updates, "every update is too large for the topic");
 
     let b2 = b.clone();
-    let markers: Vec<_> = tokio::task::spawn_blocking(move || {
-        read_all(&b2, "shopify.orders.quarantine", Duration::from_secs(5))
-    })
-    .await
-    .unwrap()
-    .into_iter()
-    .filter(|r| header(r, h::QUARANTINE_REASON).as_deref() == Some("produce_rejected"))
-    .collect();
+    let markers: Vec<_> =
+        tokio::task::spawn_blocking(move || read_all(&b2, "shopify.orders.quarantine"))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| header(r, h::QUARANTINE_REASON).as_deref() == Some("produce_rejected"))
+            .collect();
     assert_eq!(markers.len() as u64, rejected);
     for r in &markers {
         assert!(r.payload().is_none(), "a marker carries no body");
@@ -100,11 +97,9 @@ async fn a_record_the_broker_refuses_on_its_own_becomes_a_marker() {
         );
     }
     let b3 = b.clone();
-    let segments = tokio::task::spawn_blocking(move || {
-        read_all(&b3, "customer.segments", Duration::from_secs(2))
-    })
-    .await
-    .unwrap();
+    let segments = tokio::task::spawn_blocking(move || read_all(&b3, "customer.segments"))
+        .await
+        .unwrap();
     assert!(segments.is_empty());
     running.stop().await;
 }

@@ -9,7 +9,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use segmenter::replay::{ensure_inactive, plan, Target};
-use service_runtime::kafka::LocalKafka;
 
 const TOPIC: &str = "shopify.orders";
 const PARTITIONS: i32 = 6;
@@ -26,22 +25,8 @@ fn client(bootstrap: &str) -> ClientConfig {
 
 #[tokio::test]
 async fn replay_by_time_and_the_live_member_refusal() {
-    let kafka = LocalKafka::start(1).unwrap();
-    let admin = client(&kafka.bootstrap);
-    let specs = service_runtime::topics::pipeline_topics(
-        &service_runtime::config::TopicsConfig::default(),
-        service_runtime::topics::Layout {
-            partitions: PARTITIONS,
-            replication: 1,
-            min_insync_replicas: 1,
-        },
-    );
-    tokio::task::spawn_blocking(move || {
-        service_runtime::topics::ensure(&admin, &specs, true, Duration::from_secs(30))
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let broker = testkit::Broker::kafka(1, PARTITIONS);
+    let kafka = broker.apache_kafka().unwrap();
 
     // Partition p gets p + 1 records from January, then 2 from June (record timestamps are
     // the producer's, as the ingest's are).

@@ -490,6 +490,52 @@ impl LocalKafka {
     pub fn script() -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.py")
     }
+
+    /// `kill -9` node `node` (a node id from 1, or `all`).
+    pub fn kill(&self, node: &str) -> anyhow::Result<()> {
+        self.node_command("kill", node)
+    }
+
+    /// SIGSTOP: the node hangs with its connections open, as a stalled broker does.
+    pub fn pause(&self, node: &str) -> anyhow::Result<()> {
+        self.node_command("pause", node)
+    }
+
+    /// SIGCONT after [`LocalKafka::pause`].
+    pub fn resume(&self, node: &str) -> anyhow::Result<()> {
+        self.node_command("resume", node)
+    }
+
+    /// Start a killed node (or `all`) again on its data, waiting until the cluster lists it.
+    pub fn restart(&self, node: &str) -> anyhow::Result<()> {
+        self.node_command("restart", node)
+    }
+
+    fn node_command(&self, action: &str, node: &str) -> anyhow::Result<()> {
+        let status = std::process::Command::new(Self::script())
+            .args([action, "--dir", &self.dir, "--node", node])
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "scripts/kafka.py {action} --node {node} failed"
+        );
+        Ok(())
+    }
+
+    /// Run one of Kafka's own tools (`consumer-groups`, `topics`, `producer-perf`,
+    /// `consumer-perf`) against this cluster's jars; its stdout when it succeeds.
+    pub fn tool(&self, name: &str, args: &[&str]) -> anyhow::Result<String> {
+        let out = std::process::Command::new(Self::script())
+            .args(["tool", name])
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kafka tool {name} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }
 
 impl Drop for LocalKafka {

@@ -176,7 +176,8 @@ impl LagMetrics {
         Ok(m)
     }
 
-    fn set(&self, group: &str, topic: &str, lags: &[PartitionLag]) {
+    /// Publish one snapshot (what the exporter thread does on every refresh).
+    pub fn set(&self, group: &str, topic: &str, lags: &[PartitionLag]) {
         let mut sum = 0;
         let mut max = 0.0f64;
         for l in lags {

@@ -1,5 +1,5 @@
-//! End-to-end latency and throughput of the whole pipeline, in one process: embedded mock
-//! broker, ingest, segmenter, Okta writer, and the Okta simulator unthrottled.
+//! End-to-end latency and throughput of the whole pipeline, in one process: the broker
+//! (`TIERFLOW_TEST_BROKER`, default the embedded mock), ingest, segmenter, Okta writer, and the Okta simulator unthrottled.
 //!
 //! Signed `orders/paid` webhooks, one per customer (so each webhook maps to exactly one Okta
 //! profile update), are due at RATE per second for SECONDS over 32 connections; each is sent at
@@ -13,8 +13,9 @@
 //! `BENCH_CLIENT=k=v,k=v` sets librdkafka properties on every service's clients;
 //! `BENCH_RUNS=N` repeats it N times (default 3), each on a fresh broker and pipeline, and
 //! prints the medians with their ranges.
-//! `TIERFLOW_E2E_BROKER=tansu` runs against a Tansu process it starts (sqlite storage, topics
-//! created; see `e2e::broker`); `BENCH_BROKERS=host:port` against any broker whose topics exist.
+//! `TIERFLOW_TEST_BROKER=kafka` runs against an Apache Kafka node it starts (topics made as
+//! production makes them; see `testkit::broker`); `BENCH_BROKERS=host:port` against any broker
+//! whose topics exist.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -101,7 +102,7 @@ async fn run(rate: f64, seconds: u64) -> Run {
     let (_broker, bootstrap) = match std::env::var("BENCH_BROKERS") {
         Ok(b) => (None, b),
         Err(_) => {
-            let b = e2e::broker::TestBroker::start(6);
+            let b = testkit::Broker::from_env(6);
             let s = b.bootstrap_servers();
             (Some(b), s)
         }

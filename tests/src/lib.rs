@@ -2,8 +2,7 @@
 //! spend rule has to handle, the signed webhooks that deliver it (duplicated and reordered),
 //! and the Okta state it must produce, computed here independently of the segmenter.
 
-pub mod broker;
-pub mod services;
+pub use testkit::eventually;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -263,24 +262,6 @@ pub fn okta_mismatches(
         }
     }
     bad
-}
-
-/// Poll until `check` returns an empty list; panics with the last list after `timeout`.
-pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> Vec<String>) {
-    let started = Instant::now();
-    loop {
-        let bad = check();
-        if bad.is_empty() {
-            return;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "after {timeout:?}, {} mismatches, e.g.:\n{}",
-            bad.len(),
-            bad.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// The simulator's seed users for `customers`.

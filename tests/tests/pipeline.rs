@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use e2e::broker::TestBroker;
 use e2e::*;
+use testkit::Broker;
 use tierflow::status;
 
 fn dev_toml() -> PathBuf {
@@ -92,7 +92,7 @@ fn number(s: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signed_webhooks_end_as_exact_okta_state_and_the_status_page_shows_it() {
-    let broker = TestBroker::start(6);
+    let broker = Broker::from_env(6);
     let bootstrap = broker.bootstrap_servers();
     let pipeline = start_pipeline(&bootstrap, |_| {}).await;
     let history = history(150, 11);
@@ -219,7 +219,7 @@ async fn signed_webhooks_end_as_exact_okta_state_and_the_status_page_shows_it() 
 /// secret comes from `webhook_secrets_file` (it used to take the first inline one only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dev_load_traffic_is_signed_with_a_secret_from_the_secrets_file() {
-    let broker = TestBroker::start(6);
+    let broker = Broker::from_env(6);
     let bootstrap = broker.bootstrap_servers();
     let secrets = tempfile_dir().join("webhook-secrets");
     std::fs::write(&secrets, "# rotated 2026-11\nfile-only-secret\n").unwrap();

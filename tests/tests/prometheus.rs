@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::broker::TestBroker;
 use e2e::*;
+use testkit::Broker;
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -140,7 +140,7 @@ impl Drop for Prometheus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_dashboard_and_alert_query_returns_series_from_a_real_prometheus() {
-    let broker = TestBroker::start(6);
+    let broker = Broker::from_env(6);
     let bootstrap = broker.bootstrap_servers();
     let pipeline = start_pipeline(&bootstrap, |_| {}).await;
     // Some Okta errors so the error panels have series, and a body the segmenter quarantines.

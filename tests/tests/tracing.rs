@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use e2e::broker::TestBroker;
 use e2e::*;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use testkit::Broker;
 use tracing_subscriber::layer::SubscriberExt;
 
 fn attr(span: &SpanData, key: &str) -> Option<String> {
@@ -29,7 +29,7 @@ async fn one_webhook_is_one_trace_across_the_three_services() {
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("e2e")));
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
-    let broker = TestBroker::start(6);
+    let broker = Broker::from_env(6);
     let bootstrap = broker.bootstrap_servers();
     let pipeline = start_pipeline(&bootstrap, |_| {}).await;
     let order = OrderVersion {

@@ -1,20 +1,20 @@
-//! Test harness: an ingest on random ports in front of librdkafka's mock cluster (real Kafka
-//! protocol over loopback TCP), plus helpers to send signed webhooks and read the topics back.
+//! Test harness: an ingest on random ports in front of a broker from `testkit` (librdkafka's
+//! mock cluster unless a test asks for Apache Kafka), plus helpers to send signed webhooks.
+//! Reading the topics back is `testkit::topic`'s.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ingest::config::Settings;
 use ingest::Application;
 use loadgen::Webhook;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, OwnedMessage};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
 use secrecy::SecretString;
-use service_runtime::kafka::EmbeddedBroker;
+pub use testkit::topic::{count, headers, read_at_least};
+use testkit::Broker;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -27,7 +27,7 @@ pub const PARTITIONS: i32 = 6;
 pub struct TestApp {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
-    pub broker: EmbeddedBroker,
+    pub broker: Broker,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
@@ -44,7 +44,7 @@ pub fn settings(bootstrap: &str) -> Settings {
 }
 
 pub async fn spawn_app(tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let broker = EmbeddedBroker::start(&[ORDERS, QUARANTINE], PARTITIONS).unwrap();
+    let broker = Broker::embedded(PARTITIONS);
     let mut s = settings(&broker.bootstrap_servers());
     tweak(&mut s);
     s.validate().unwrap();
@@ -104,7 +104,7 @@ impl TestApp {
     pub async fn read(&self, topic: &str, expect: usize, within: Duration) -> Vec<OwnedMessage> {
         let bootstrap = self.broker.bootstrap_servers();
         let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || read_topic(&bootstrap, &topic, expect, within))
+        tokio::task::spawn_blocking(move || read_at_least(&bootstrap, &topic, expect, within))
             .await
             .unwrap()
     }
@@ -117,73 +117,6 @@ pub fn post(client: &reqwest::Client, url: &str, webhook: &Webhook) -> reqwest::
         req = req.header(k, v);
     }
     req
-}
-
-pub fn count(bootstrap: &str, topic: &str) -> i64 {
-    let consumer = consumer(bootstrap);
-    (0..PARTITIONS)
-        .map(|p| {
-            let (lo, hi) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(5))
-                .unwrap();
-            hi - lo
-        })
-        .sum()
-}
-
-fn consumer(bootstrap: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "ingest-tests")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap()
-}
-
-pub fn read_topic(
-    bootstrap: &str,
-    topic: &str,
-    expect: usize,
-    within: Duration,
-) -> Vec<OwnedMessage> {
-    let consumer = consumer(bootstrap);
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let deadline = Instant::now() + within;
-    let mut out = Vec::new();
-    // Consumer errors are librdkafka reporting broker trouble (a broker down in a failover
-    // test) while it reconnects: not records, not fatal.
-    while out.len() < expect && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            out.push(m.detach());
-        }
-    }
-    // Give a straggler (a duplicate) a moment to show up too.
-    while let Some(m) = consumer.poll(Duration::from_millis(200)) {
-        if let Ok(m) = m {
-            out.push(m.detach());
-        }
-    }
-    out
-}
-
-pub fn headers_of(m: &OwnedMessage) -> HashMap<String, String> {
-    m.headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        String::from_utf8(h.value.unwrap_or_default().to_vec()).unwrap(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 pub fn key_of(m: &OwnedMessage) -> String {

@@ -1,8 +1,9 @@
-//! Harness: librdkafka's mock cluster (real Kafka protocol over loopback), the Okta simulator
+//! Harness: the broker from `testkit` (`TIERFLOW_TEST_BROKER`: the mock cluster by default, or
+//! Apache Kafka), the Okta simulator
 //! over HTTP, segment updates shaped exactly as the segmenter writes them, and the writer run
 //! in-process or as its binary.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use rdkafka::ClientConfig;
 use rust_decimal::Decimal;
 use schemas::{headers as h, Cause, SegmentUpdate, TierRef, UpdateKind};
 use service_runtime::config::TopicsConfig;
-use service_runtime::kafka::EmbeddedBroker;
+pub use testkit::{metric_sum, wait_for, Broker};
 use tokio::sync::oneshot;
 
 pub const SHOP: &str = "writer-test.myshopify.com";
@@ -28,8 +29,9 @@ pub fn email(customer: u64) -> String {
     format!("c{customer}@example.com")
 }
 
-pub fn broker() -> EmbeddedBroker {
-    EmbeddedBroker::start_pipeline(&TopicsConfig::default(), 3).unwrap()
+/// The broker `TIERFLOW_TEST_BROKER` selects, every pipeline topic with 3 partitions.
+pub fn broker() -> Broker {
+    Broker::from_env(3)
 }
 
 /// A simulator with the four tier groups and users c0..c{n-1}@example.com, each in `Potential`.
@@ -216,26 +218,7 @@ impl Running {
 
     /// The value of a metric line starting with `prefix` (0 when absent).
     pub async fn metric(&self, prefix: &str) -> f64 {
-        metric_value(&self.metrics().await, prefix)
-    }
-}
-
-pub fn metric_value(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Poll `check` until it holds, failing with `what` after `timeout`.
-pub async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        metric_sum(&self.metrics().await, prefix)
     }
 }
 

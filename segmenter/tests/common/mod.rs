@@ -1,7 +1,8 @@
-//! Harness: librdkafka's mock cluster (real Kafka protocol over loopback), input records shaped
-//! exactly as the ingest writes them, and readers for the segmenter's outputs.
+//! Harness: the broker from `testkit` (`TIERFLOW_TEST_BROKER`: the mock cluster by default, or
+//! Apache Kafka), input records shaped exactly as the ingest writes them, and readers for the
+//! segmenter's outputs.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -14,14 +15,21 @@ use rust_decimal::Decimal;
 use schemas::{headers as h, SegmentUpdate};
 use segmenter::config::Settings;
 use service_runtime::config::TopicsConfig;
-use service_runtime::kafka::EmbeddedBroker;
+pub use testkit::topic::{header, read_all};
+use testkit::Broker;
 use tokio::sync::oneshot;
 
 pub const SHOP: &str = "seg-test.myshopify.com";
 pub const PARTITIONS: i32 = 6;
 
-pub fn broker() -> EmbeddedBroker {
-    EmbeddedBroker::start_pipeline(&TopicsConfig::default(), PARTITIONS).unwrap()
+/// The broker `TIERFLOW_TEST_BROKER` selects, with every pipeline topic.
+pub fn broker() -> Broker {
+    Broker::from_env(PARTITIONS)
+}
+
+/// The mock cluster, for tests that fail requests on cue.
+pub fn mock_broker() -> Broker {
+    Broker::embedded(PARTITIONS)
 }
 
 pub fn settings(bootstrap: &str, group: &str) -> Settings {
@@ -204,39 +212,9 @@ pub async fn produce(bootstrap: &str, inputs: &[Input]) {
     }
 }
 
-/// Every record currently in `topic` (read up to the high watermarks seen at the start).
-pub fn read_all(bootstrap: &str, topic: &str, within: Duration) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "segmenter-tests-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut expected = 0;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        let (lo, hi) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(5))
-            .unwrap();
-        expected += usize::try_from(hi - lo).unwrap();
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + within.max(Duration::from_secs(10));
-    while out.len() < expected && Instant::now() < deadline {
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            out.push(m.unwrap().detach());
-        }
-    }
-    assert_eq!(out.len(), expected, "could not read all of {topic}");
-    out
-}
-
 /// Every segment update in the topic, in partition order.
 pub fn updates(bootstrap: &str) -> Vec<SegmentUpdate> {
-    read_all(bootstrap, "customer.segments", Duration::from_millis(700))
+    read_all(bootstrap, "customer.segments")
         .iter()
         .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
         .collect()
@@ -281,14 +259,6 @@ pub async fn wait_for_state(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// A mixed history: `customers` customers, a few orders each, several versions per order with
@@ -336,10 +306,7 @@ pub fn history(customers: u64, seed: u64) -> (Vec<Version>, Vec<Input>) {
 
 /// A fresh broker with a produced `history(customers, seed)`: (broker, bootstrap, versions,
 /// inputs). Keep the broker alive for the whole test.
-pub async fn seeded(
-    customers: u64,
-    seed: u64,
-) -> (EmbeddedBroker, String, Vec<Version>, Vec<Input>) {
+pub async fn seeded(customers: u64, seed: u64) -> (Broker, String, Vec<Version>, Vec<Input>) {
     let broker = broker();
     let bootstrap = broker.bootstrap_servers();
     let (versions, inputs) = history(customers, seed);
@@ -350,9 +317,5 @@ pub async fn seeded(
 /// The sum of every series of a metric whose line starts with `prefix` (name, and optionally
 /// the first labels), from a `/metrics` text.
 pub fn metric_sum(metrics: &str, prefix: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    testkit::metric_sum(metrics, prefix) as u64
 }

@@ -2,10 +2,9 @@
 //! started with config/dev.toml on a given broker and Okta, so a test can `kill -9` any of them
 //! and start it again.
 //!
-//! The binaries are the ones `cargo test --workspace` builds (each service package has
-//! integration tests, so cargo builds its binary before running any test) in the target
-//! directory this test runs from; `TIERFLOW_BIN_DIR` points elsewhere. scripts/test.sh builds
-//! them explicitly first, so `cargo test -p e2e` after it uses current binaries.
+//! The binaries are the ones in the target directory this test runs from (scripts/test.sh
+//! builds them first with `cargo build --workspace --bins`); `TIERFLOW_BIN_DIR` points
+//! elsewhere.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,6 +62,8 @@ pub struct Wiring {
 #[derive(Debug)]
 pub struct Process {
     pub service: Service,
+    /// Tells apart two processes of one service (their log files): `ingest-0.log`, ...
+    pub instance: u32,
     wiring: Wiring,
     child: Option<Child>,
     pub starts: u32,
@@ -70,14 +71,29 @@ pub struct Process {
 
 impl Process {
     pub fn start(service: Service, wiring: &Wiring) -> Process {
+        Process::start_instance(service, wiring, 0)
+    }
+
+    /// Another process of `service` (same group, same config): consumers share the work.
+    pub fn start_instance(service: Service, wiring: &Wiring, instance: u32) -> Process {
         let mut p = Process {
             service,
+            instance,
             wiring: wiring.clone(),
             child: None,
             starts: 0,
         };
         p.spawn();
         p
+    }
+
+    /// This process's log file (stderr, appended across restarts).
+    pub fn log(&self) -> PathBuf {
+        self.wiring.log_dir.join(format!(
+            "{}-{}.log",
+            self.service.binary_name(),
+            self.instance
+        ))
     }
 
     pub fn spawn(&mut self) {
@@ -87,10 +103,7 @@ impl Process {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(
-                w.log_dir
-                    .join(format!("{}.log", self.service.binary_name())),
-            )
+            .open(self.log())
             .unwrap();
         let mut cmd = Command::new(binary(self.service));
         cmd.arg("--config")
@@ -99,10 +112,10 @@ impl Process {
             // A killed member's partitions move after its session times out: keep it short.
             .env("TIERFLOW_KAFKA__CLIENT__SESSION_TIMEOUT_MS", "6000")
             // Assignments and revocations are what a failure usually needs explained;
-            // `TIERFLOW_E2E_SERVICE_LOG` overrides (e.g. add librdkafka's `debug` via env).
+            // `TIERFLOW_TEST_SERVICE_LOG` overrides (e.g. add librdkafka's `debug` via env).
             .env(
                 "RUST_LOG",
-                std::env::var("TIERFLOW_E2E_SERVICE_LOG")
+                std::env::var("TIERFLOW_TEST_SERVICE_LOG")
                     .unwrap_or_else(|_| "warn,service_runtime::kafka=info".into()),
             )
             .stdout(Stdio::null())
@@ -140,10 +153,7 @@ impl Process {
                 panic!(
                     "{:?} exited by itself with {status}; see {}",
                     self.service,
-                    self.wiring
-                        .log_dir
-                        .join(format!("{}.log", self.service.binary_name()))
-                        .display()
+                    self.log().display()
                 );
             }
         }

@@ -1,0 +1,187 @@
+//! The segmenter's compacted changelog after Apache Kafka's log cleaner has run (one KRaft
+//! node; the mock cluster has no cleaner): a history with superseded order versions and a
+//! customer redaction (one tombstone per order) is compacted, and a restore from what is left
+//! rebuilds exactly the state a restore built before compaction — the same customers with the
+//! same totals, counts and emails — and a restarted segmenter holds as many customers.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rust_decimal::Decimal;
+use segmenter::ledger::OrderRecord;
+use service_runtime::config::TopicsConfig;
+
+const CHANGELOG: &str = "segmenter.ledger.changelog";
+
+/// Every customer's summary in a restore of the whole changelog: (shop, customer) →
+/// (total, orders, email); plus the records the restore read.
+type State = BTreeMap<(String, u64), (Decimal, u64, Option<String>)>;
+
+fn restore(bootstrap: &str) -> (State, u64) {
+    let client = testkit::broker::client(bootstrap);
+    let partitions: Vec<i32> = (0..PARTITIONS).collect();
+    let (ledgers, records) =
+        segmenter::service::restore_partitions(&client, CHANGELOG, &partitions).unwrap();
+    let mut state = State::new();
+    for ledger in ledgers.values() {
+        for key in ledger.all_customers() {
+            let s = ledger.summary(key).unwrap();
+            state.insert(
+                (ledger.shop_of(key).to_owned(), key.customer_id),
+                (s.total_spent, s.orders_count, s.email),
+            );
+        }
+    }
+    (state, records)
+}
+
+async fn wait_processed(running: &Running, records: u64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let m = running.metrics().await;
+        if metric_sum(&m, "tierflow_segmenter_records_total") >= records {
+            assert_eq!(metric_sum(&m, "tierflow_segmenter_batch_failures_total"), 0);
+            return;
+        }
+        assert!(Instant::now() < deadline, "not all records processed: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_after_the_log_cleaner_ran_rebuilds_the_state_before_compaction() {
+    let broker = testkit::Broker::kafka_without_topics(1);
+    let b = broker.bootstrap_servers();
+    // The changelog as production makes it (compacted, co-partitioned) but with the cleaner
+    // made eager: a segment rolls after 300 ms, any dirt is worth cleaning, and tombstones
+    // are dropped 100 ms after a clean — so within seconds the cleaner has removed superseded
+    // versions and, on a later pass, the redaction's tombstones themselves.
+    let admin: AdminClient<DefaultClientContext> = testkit::broker::client(&b).create().unwrap();
+    for r in admin
+        .create_topics(
+            &[
+                NewTopic::new(CHANGELOG, PARTITIONS, TopicReplication::Fixed(1))
+                    .set("cleanup.policy", "compact")
+                    .set("min.insync.replicas", "1")
+                    .set("segment.ms", "300")
+                    .set("min.cleanable.dirty.ratio", "0.01")
+                    .set("delete.retention.ms", "100"),
+            ],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let b2 = b.clone();
+    tokio::task::spawn_blocking(move || {
+        testkit::broker::ensure_topics(
+            &b2,
+            &TopicsConfig::default(),
+            service_runtime::topics::Layout {
+                partitions: PARTITIONS,
+                replication: 1,
+                min_insync_replicas: 1,
+            },
+        )
+    })
+    .await
+    .unwrap();
+
+    // A history where most orders have several versions (only the newest survives
+    // compaction), then two customers redacted (their orders become tombstones).
+    let (versions, mut inputs) = history(60, 7);
+    let mut redacted: Vec<u64> = versions.iter().map(|v| v.customer).collect();
+    redacted.dedup();
+    redacted.truncate(2);
+    for c in &redacted {
+        inputs.push(Input {
+            topic: "customers/redact",
+            key: format!("{SHOP}/{c}"),
+            body: format!(r#"{{"shop_id":1,"shop_domain":"{SHOP}","customer":{{"id":{c},"email":"x@y"}},"orders_to_redact":[]}}"#).into_bytes(),
+            webhook_id: format!("redact-{c}"),
+        });
+    }
+    produce(&b, &inputs[..inputs.len() - redacted.len()]).await;
+    let running = start(settings(&b, "g-kafka-changelog"), &b).await;
+    wait_processed(&running, (inputs.len() - redacted.len()) as u64).await;
+    produce(&b, &inputs[inputs.len() - redacted.len()..]).await;
+    wait_processed(&running, inputs.len() as u64).await;
+    running.stop().await;
+
+    let b2 = b.clone();
+    let (before, records_before) = tokio::task::spawn_blocking(move || restore(&b2))
+        .await
+        .unwrap();
+    // Before compaction the restored state is the spend rule's answer for everyone left.
+    let want = reference(&versions);
+    let want_customers = want.len() - redacted.len();
+    assert_eq!(before.len(), want_customers, "{before:?}");
+    for (c, (total, count)) in &want {
+        let restored = before.get(&(SHOP.to_owned(), *c)).map(|s| (s.0, s.1));
+        if redacted.contains(c) {
+            assert_eq!(restored, None, "customer {c} was redacted");
+        } else {
+            assert_eq!(restored, Some((*total, *count)), "customer {c}");
+        }
+    }
+
+    // Segments roll only when a record arrives after segment.ms: a harmless tombstone (an
+    // order nobody has) in every partition, repeated, makes the history's segments
+    // cleanable. Then wait until the cleaner has removed records.
+    let producer: FutureProducer = testkit::broker::client(&b).create().unwrap();
+    let nobody = OrderRecord::key(SHOP, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (after, records_after) = loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        for p in 0..PARTITIONS {
+            producer
+                .send(
+                    FutureRecord::<str, [u8]>::to(CHANGELOG)
+                        .partition(p)
+                        .key(&nobody),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+        let b2 = b.clone();
+        let (after, records) = tokio::task::spawn_blocking(move || restore(&b2))
+            .await
+            .unwrap();
+        // The filler tombstones add records; compaction shows as fewer records than the
+        // history alone had.
+        if records < records_before {
+            break (after, records);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log cleaner removed nothing in 90 s ({records} records, {records_before} before)"
+        );
+    };
+    eprintln!(
+        "changelog: {records_before} records before compaction, {records_after} after; {} customers",
+        after.len()
+    );
+    assert_eq!(after, before, "the restore after compaction differs");
+
+    // The service's own restore on the compacted log holds the same customers.
+    let running = start(settings(&b, "g-kafka-changelog"), &b).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = running.metrics().await;
+        if metric_sum(&m, "tierflow_segmenter_customers") == want_customers as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after the restart: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    running.stop().await;
+}

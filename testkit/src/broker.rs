@@ -1,0 +1,187 @@
+//! The broker a test runs on, with the pipeline's topics already made.
+//!
+//! - [`BrokerKind::Embedded`]: librdkafka's mock cluster in this process. Fast, and the only
+//!   one that can fail individual requests on cue; but it keeps ~5 MiB per partition, has no
+//!   offsets-for-times, no DescribeConfigs, no log cleaner, and a simplified group coordinator.
+//! - [`BrokerKind::Kafka`]: one Apache Kafka KRaft node (`scripts/kafka.py`), replication 1.
+//! - [`BrokerKind::KafkaCluster`]: three nodes, replication factor 3, `min.insync.replicas=2`:
+//!   what production runs; [`Broker::kafka`] gives the handle to kill, pause and restart nodes.
+//!
+//! On Apache Kafka the topics are created by `service_runtime::topics::ensure`, the code behind
+//! `tierflow topics ensure`, so every test also checks the production layout (a compacted
+//! changelog co-partitioned with the orders). `TIERFLOW_TEST_BROKER` (`embedded`, `kafka`,
+//! `kafka-cluster`) chooses for the tests written to run on any broker ([`Broker::from_env`]).
+
+use std::time::Duration;
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::ClientConfig;
+use service_runtime::config::TopicsConfig;
+use service_runtime::kafka::{EmbeddedBroker, LocalKafka};
+use service_runtime::topics::{self, Layout};
+
+/// Which broker; see the module doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    Embedded,
+    Kafka,
+    KafkaCluster,
+}
+
+impl BrokerKind {
+    /// The variable [`BrokerKind::from_env`] reads.
+    pub const ENV: &'static str = "TIERFLOW_TEST_BROKER";
+
+    /// `TIERFLOW_TEST_BROKER`: unset or `embedded`, `kafka`, `kafka-cluster`.
+    pub fn from_env() -> BrokerKind {
+        match std::env::var(Self::ENV).as_deref() {
+            Err(_) | Ok("") | Ok("embedded") => BrokerKind::Embedded,
+            Ok("kafka") => BrokerKind::Kafka,
+            Ok("kafka-cluster") => BrokerKind::KafkaCluster,
+            Ok(other) => panic!(
+                "{}={other:?}: use `embedded`, `kafka` or `kafka-cluster`",
+                Self::ENV
+            ),
+        }
+    }
+
+    pub fn is_apache_kafka(self) -> bool {
+        self != BrokerKind::Embedded
+    }
+}
+
+enum Running {
+    Embedded(EmbeddedBroker),
+    Kafka(LocalKafka),
+}
+
+/// A running broker with every pipeline topic (default names) made. Stopped on drop; an
+/// Apache Kafka's logs and data are kept when the test panicked.
+pub struct Broker {
+    kind: BrokerKind,
+    bootstrap: String,
+    running: Running,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} broker at {}", self.kind, self.bootstrap)
+    }
+}
+
+impl Broker {
+    /// The broker `TIERFLOW_TEST_BROKER` selects, each pipeline topic with `partitions`.
+    pub fn from_env(partitions: i32) -> Broker {
+        Broker::start(BrokerKind::from_env(), partitions)
+    }
+
+    /// The mock cluster, each pipeline topic with `partitions`.
+    pub fn embedded(partitions: i32) -> Broker {
+        Broker::start(BrokerKind::Embedded, partitions)
+    }
+
+    /// Apache Kafka with `nodes` nodes (1 or 3), each pipeline topic with `partitions`.
+    pub fn kafka(nodes: u8, partitions: i32) -> Broker {
+        match nodes {
+            1 => Broker::start(BrokerKind::Kafka, partitions),
+            3 => Broker::start(BrokerKind::KafkaCluster, partitions),
+            n => panic!("scripts/kafka.py starts 1 or 3 nodes, not {n}"),
+        }
+    }
+
+    /// Apache Kafka with `nodes` nodes and no topics, for a test that makes its own (odd
+    /// limits, drift) before the pipeline's.
+    pub fn kafka_without_topics(nodes: u8) -> Broker {
+        let k = LocalKafka::start(nodes)
+            .expect("Apache Kafka starts (scripts/install-test-deps.sh installs Java and Maven)");
+        Broker {
+            kind: if nodes == 1 {
+                BrokerKind::Kafka
+            } else {
+                BrokerKind::KafkaCluster
+            },
+            bootstrap: k.bootstrap.clone(),
+            running: Running::Kafka(k),
+        }
+    }
+
+    pub fn start(kind: BrokerKind, partitions: i32) -> Broker {
+        let topics = TopicsConfig::default();
+        let (bootstrap, running) = match kind {
+            BrokerKind::Embedded => {
+                let b = EmbeddedBroker::start_pipeline(&topics, partitions)
+                    .expect("the mock cluster starts");
+                (b.bootstrap_servers(), Running::Embedded(b))
+            }
+            BrokerKind::Kafka | BrokerKind::KafkaCluster => {
+                let nodes = if kind == BrokerKind::Kafka { 1 } else { 3 };
+                let k = LocalKafka::start(nodes).expect(
+                    "Apache Kafka starts (scripts/install-test-deps.sh installs Java and Maven)",
+                );
+                let layout = Layout {
+                    partitions,
+                    replication: i32::from(nodes),
+                    min_insync_replicas: if nodes == 1 { 1 } else { 2 },
+                };
+                ensure_topics(&k.bootstrap, &topics, layout);
+                (k.bootstrap.clone(), Running::Kafka(k))
+            }
+        };
+        Broker {
+            kind,
+            bootstrap,
+            running,
+        }
+    }
+
+    pub fn kind(&self) -> BrokerKind {
+        self.kind
+    }
+
+    pub fn bootstrap_servers(&self) -> String {
+        self.bootstrap.clone()
+    }
+
+    /// A bare client config for this broker (admin, test producers and readers).
+    pub fn client(&self) -> ClientConfig {
+        client(&self.bootstrap)
+    }
+
+    /// The mock cluster, for request-level fault injection. Panics on Apache Kafka: a test
+    /// that needs it must ask for [`Broker::embedded`].
+    pub fn mock(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        match &self.running {
+            Running::Embedded(b) => b.cluster(),
+            Running::Kafka(_) => panic!("fault injection by request needs the mock cluster"),
+        }
+    }
+
+    /// The Apache Kafka processes (to kill, pause or restart a node), if this is one.
+    pub fn apache_kafka(&self) -> Option<&LocalKafka> {
+        match &self.running {
+            Running::Kafka(k) => Some(k),
+            Running::Embedded(_) => None,
+        }
+    }
+}
+
+/// A bare client config for `bootstrap`.
+pub fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+/// Create (or verify) every pipeline topic in `layout` through the Admin API, as `tierflow
+/// topics ensure --execute` does; panics on drift it cannot fix.
+pub fn ensure_topics(bootstrap: &str, topics: &TopicsConfig, layout: Layout) {
+    let specs = topics::pipeline_topics(topics, layout);
+    let findings = topics::ensure(&client(bootstrap), &specs, true, Duration::from_secs(60))
+        .expect("the pipeline topics can be made");
+    let drift: Vec<_> = findings
+        .iter()
+        .filter(|f| matches!(f, topics::Finding::Drift { .. }))
+        .collect();
+    assert!(drift.is_empty(), "topic drift: {drift:?}");
+}
