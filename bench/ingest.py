@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
 """Ingest benchmark: the real ingest and the bare floor, alternated, under the same loadgen.
 
-Each round starts a target (embedded mock broker, 6 partitions), warms up, drives it with
+Each round starts a target (embedded mock broker, 6 partitions; or with `--kafka` one Apache
+Kafka node from scripts/kafka.py, topics made by `tierflow topics ensure`), warms up, drives it with
 `loadgen` (256 connections, closed loop, ~7 KB bodies) and records throughput, latency
 percentiles and the target's peak RSS (VmHWM). Targets alternate within a round so machine
 noise hits both alike; the report gives medians over rounds and the ingest/floor ratio.
 
     python3 bench/ingest.py [--rounds 3] [--duration 15s] [--connections 256]
-                            [--baseline-bin PATH] [--compression-variant]
+                            [--baseline-bin PATH] [--compression-variant] [--kafka]
 
 `--baseline-bin` adds an ingest binary built from another commit (e.g. before a change) as a
 third target in the same rounds; `--compression-variant` adds the bare floor with lz4
 compression (`floor-lz4`), which prices compression alone (the ingest's producer uses lz4 and
 refuses `compression.type=none` with a default 1 MiB topic limit, so it cannot be the variant).
+
+`--kafka` also runs Kafka's own `ProducerPerformance` in every round (target `producer-perf`:
+the same record size, `acks=all`, idempotence, lz4 like the ingest's producer, no HTTP): the
+broker's ceiling for one producer on this machine.
 
 Results are printed and saved to target/bench/ingest-<timestamp>.json.
 """
@@ -35,8 +40,8 @@ ADMIN = 19090
 
 def build():
     subprocess.run(
-        ["cargo", "build", "--release", "--quiet", "-p", "ingest", "-p", "loadgen",
-         "--bin", "ingest", "--bin", "loadgen", "--example", "bare_floor"],
+        ["cargo", "build", "--release", "--quiet", "-p", "ingest", "-p", "loadgen", "-p", "tierflow",
+         "--bin", "ingest", "--bin", "loadgen", "--bin", "tierflow", "--example", "bare_floor"],
         cwd=ROOT, check=True)
 
 
@@ -51,11 +56,51 @@ def wait_port(port, timeout=30):
     raise RuntimeError(f"nothing listening on {port} after {timeout}s")
 
 
+KAFKA_PY = os.path.join(ROOT, "scripts", "kafka.py")
+
+
+def start_kafka():
+    """One Apache Kafka node with the pipeline's topics, made the way production makes them."""
+    out = subprocess.run([KAFKA_PY, "start", "--json", "--heap", "1g"], check=True,
+                         capture_output=True, text=True).stdout
+    kafka = json.loads(out)
+    subprocess.run([os.path.join(REL, "tierflow"), "topics", "ensure", "--config",
+                    os.path.join(ROOT, "config", "dev.toml"), "--brokers", kafka["bootstrap"],
+                    "--partitions", "6", "--replication-factor", "1",
+                    "--min-insync-replicas", "1", "--execute"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return kafka
+
+
+def producer_perf(args, record_size):
+    """Kafka's ProducerPerformance for about --duration: records/s and latency percentiles."""
+    seconds = float(args.duration.rstrip("s"))
+    # Sized from the previous run's rate so the tool runs about as long as a loadgen round.
+    records = int(max(args.perf_rate, 1000) * seconds)
+    out = subprocess.run(
+        [KAFKA_PY, "tool", "producer-perf", "--heap", "512m", "--topic", "shopify.orders",
+         "--num-records", str(records), "--record-size", str(record_size), "--throughput", "-1",
+         "--producer-props", f"bootstrap.servers={args.bootstrap}", "acks=all",
+         "enable.idempotence=true", "linger.ms=2", "compression.type=lz4"],
+        check=True, capture_output=True, text=True).stdout
+    last = [l for l in out.splitlines() if "records sent" in l][-1]
+    # "N records sent, R records/sec (M MB/sec), A ms avg latency, X ms max latency,
+    #  p50 ms 50th, p95 ms 95th, p99 ms 99th, p999 ms 99.9th."
+    parts = [p.strip() for p in last.split(",")]
+    rate = float(parts[1].split()[0])
+    args.perf_rate = rate
+    pct = {p.split()[-1]: float(p.split()[0]) for p in parts if p.split()[-1] in ("50th", "99th", "99.9th.")}
+    return {"ok_per_sec": rate, "p50_ms": pct.get("50th", float("nan")),
+            "p99_ms": pct.get("99th", float("nan")), "peak_rss_mb": float("nan"),
+            "requests": records, "ok": records, "transport_errors": 0,
+            "body_bytes_mean": record_size}
+
+
 def start(target, args):
     env = dict(os.environ, RUST_LOG="warn")
     if not target.startswith("floor"):
         env.update({
-            "TIERFLOW_KAFKA__BROKERS": "embedded",
+            "TIERFLOW_KAFKA__BROKERS": args.bootstrap or "embedded",
             "TIERFLOW_SHOPIFY__WEBHOOK_SECRETS": SECRET,
             "TIERFLOW_INGEST__LISTEN": f"127.0.0.1:{PORT}",
             "TIERFLOW_INGEST__ADMIN_LISTEN": f"127.0.0.1:{ADMIN}",
@@ -65,7 +110,7 @@ def start(target, args):
             cmd = [args.baseline_bin]
     else:
         cmd = [os.path.join(REL, "examples", "bare_floor"), f"127.0.0.1:{PORT}", SECRET,
-               "lz4" if target == "floor-lz4" else "none"]
+               "lz4" if target == "floor-lz4" else "none"] + ([args.bootstrap] if args.bootstrap else [])
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_port(PORT)
     return proc
@@ -80,6 +125,8 @@ def peak_rss_mb(pid):
 
 
 def run_one(target, args):
+    if target == "producer-perf":
+        return producer_perf(args, args.record_size)
     proc = start(target, args)
     try:
         out = subprocess.run(
@@ -89,6 +136,8 @@ def run_one(target, args):
             check=True, capture_output=True, text=True).stdout
         result = json.loads(out)
         result["peak_rss_mb"] = peak_rss_mb(proc.pid)
+        args.record_size = int(result["body_bytes_mean"])
+        args.perf_rate = max(args.perf_rate, result["ok_per_sec"])
         return result
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -111,13 +160,30 @@ def main():
     p.add_argument("--baseline-bin", help="an ingest binary from another commit, run as target `baseline`")
     p.add_argument("--compression-variant", action="store_true",
                    help="also run the bare floor with lz4 compression, as target `floor-lz4`")
+    p.add_argument("--kafka", action="store_true",
+                   help="run on one Apache Kafka node (scripts/kafka.py) and add ProducerPerformance")
     args = p.parse_args()
+    args.bootstrap, args.record_size, args.perf_rate = None, 7022, 0.0
     build()
+    kafka = None
+    if args.kafka:
+        kafka = start_kafka()
+        args.bootstrap = kafka["bootstrap"]
+    try:
+        run_all(args)
+    finally:
+        if kafka:
+            subprocess.run([KAFKA_PY, "stop", "--dir", kafka["dir"], "--clean"], check=False)
+
+
+def run_all(args):
     targets = ["ingest", "floor"]
     if args.baseline_bin:
         targets.append("baseline")
     if args.compression_variant:
         targets.append("floor-lz4")
+    if args.kafka:
+        targets.append("producer-perf")
     runs = {t: [] for t in targets}
     for r in range(args.rounds):
         # Rotate the order so no target always runs first (or right after the same one).
@@ -131,7 +197,8 @@ def main():
     med = {t: {k: statistics.median(x[k] for x in rs) for k in ("ok_per_sec", "p50_ms", "p99_ms", "peak_rss_mb")}
            for t, rs in runs.items()}
     print(f"\nmedians over {args.rounds} rounds, {args.connections} connections, {args.duration} each, "
-          f"{runs['ingest'][0]['body_bytes_mean']} B bodies:")
+          f"{runs['ingest'][0]['body_bytes_mean']} B bodies, broker: "
+          f"{'Apache Kafka ' + args.bootstrap if args.kafka else 'embedded mock'}:")
     print(f"{'target':8} {'2xx/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'peak RSS MB':>12}")
     for t in targets:
         m = med[t]

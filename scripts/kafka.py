@@ -169,6 +169,10 @@ def node_properties(cluster, i):
         "share.coordinator.state.topic.min.isr": 1 if single else 2,
         "group.initial.rebalance.delay.ms": 0,
         "auto.create.topics.enable": "false",
+        # A development broker keeps at most 1 GiB per partition (benchmarks write gigabytes);
+        # 128 MiB segments so that the retention can act.
+        "log.retention.bytes": 1 << 30,
+        "log.segment.bytes": 128 << 20,
         # Tests shrink these per topic; the broker's checks must run often enough to see it.
         "log.retention.check.interval.ms": 5000,
         "log.cleaner.backoff.ms": 1000,

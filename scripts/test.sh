@@ -14,6 +14,6 @@ cargo build --workspace --bins --locked
 cargo test --workspace --locked
 echo "the Kafka-facing suites again, on Apache Kafka" >&2
 export TIERFLOW_TEST_BROKER=kafka
-cargo test --locked -p e2e
+cargo test --locked -p e2e --test pipeline --test faults --test kills
 cargo test --locked -p segmenter --test crash --test service --test poison
 cargo test --locked -p okta-writer --test crash --test writer

@@ -3,7 +3,8 @@
 //! broker, 200 after the ack. No config, metrics, headers, tracing, limits or quarantine.
 //! `bench/ingest.py` runs it beside the real ingest so BENCHMARKS.md can quote a ratio.
 //!
-//! Usage: `bare_floor LISTEN_ADDR SECRET`.
+//! Usage: `bare_floor LISTEN_ADDR SECRET [COMPRESSION [BROKERS]]`: without BROKERS it starts
+//! the embedded broker; with them it produces to `shopify.orders` there (which must exist).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,9 +69,15 @@ async fn main() -> anyhow::Result<()> {
     // Third argument: the producer's compression.type (`none` by default), so the benchmark
     // can price compression on the floor itself.
     let compression = args.next().unwrap_or_else(|| "none".into());
-    let broker = service_runtime::kafka::EmbeddedBroker::start(&["shopify.orders"], 6)?;
+    let (bootstrap, broker) = match args.next() {
+        Some(brokers) => (brokers, None),
+        None => {
+            let b = service_runtime::kafka::EmbeddedBroker::start(&["shopify.orders"], 6)?;
+            (b.bootstrap_servers(), Some(b))
+        }
+    };
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap_servers())
+        .set("bootstrap.servers", &bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::ClientConfig;
 
 const WEBHOOKS: usize = 1500;
 const CONCURRENCY: usize = 16;
@@ -42,7 +41,7 @@ async fn every_2xx_survives_a_killed_partition_leader() {
     // Phase 1: kill -9 the leader of orders partition 0 once a tenth is in.
     let phase = Phase::start(&client, &url, 0..WEBHOOKS);
     phase.wait_acked(WEBHOOKS / 10).await;
-    let killed = leader_of_partition_0(&kafka.bootstrap).await;
+    let killed = tokio::task::block_in_place(|| broker.leader_of(ORDERS, 0));
     kafka.kill(&killed.to_string()).unwrap();
     let at_kill = phase.acked.load(Ordering::Relaxed);
     let (mut delivered, refused_kill) = phase.finish().await;
@@ -56,7 +55,7 @@ async fn every_2xx_survives_a_killed_partition_leader() {
     // Phase 2: the leader hangs (SIGSTOP) longer than produce_timeout, then resumes.
     let phase = Phase::start(&client, &url, WEBHOOKS..2 * WEBHOOKS);
     phase.wait_acked(WEBHOOKS / 10).await;
-    let hung = leader_of_partition_0(&kafka.bootstrap).await;
+    let hung = tokio::task::block_in_place(|| broker.leader_of(ORDERS, 0));
     kafka.pause(&hung.to_string()).unwrap();
     tokio::time::sleep(s.ingest.produce_timeout * 3).await;
     kafka.resume(&hung.to_string()).unwrap();
@@ -97,25 +96,6 @@ async fn every_2xx_survives_a_killed_partition_leader() {
 
     let _ = stop_tx.send(());
     served.await.unwrap().unwrap();
-}
-
-async fn leader_of_partition_0(bootstrap: &str) -> i32 {
-    let bootstrap = bootstrap.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .create()
-            .unwrap();
-        let md = rdkafka::consumer::Consumer::fetch_metadata(
-            &consumer,
-            Some(ORDERS),
-            Duration::from_secs(10),
-        )
-        .unwrap();
-        md.topics()[0].partitions()[0].leader()
-    })
-    .await
-    .unwrap()
 }
 
 /// Webhooks `ids` delivered by CONCURRENCY senders the way Shopify delivers: anything but 2xx

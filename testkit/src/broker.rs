@@ -166,6 +166,23 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// The node id leading `topic`'s `partition` now, as the cluster's metadata says.
+    pub fn leader_of(&self, topic: &str, partition: i32) -> i32 {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = self.client().create().expect("a metadata client");
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        md.topics()[0]
+            .partitions()
+            .iter()
+            .find(|p| p.id() == partition)
+            .map(|p| p.leader())
+            .expect("the partition exists")
+    }
+}
+
 /// A bare client config for `bootstrap`.
 pub fn client(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();

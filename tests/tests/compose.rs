@@ -194,22 +194,18 @@ fn docker_compose_matches_the_dockerfile_the_configs_and_the_docs() {
             .unwrap()
             .ends_with(":/etc/prometheus/alerts.yml:ro")));
 
-    // kafka-init creates every topic the services use.
-    let init = services["kafka-init"]["command"][0].as_str().unwrap();
-    let topics = service_runtime::config::TopicsConfig::default();
-    for t in [
-        &topics.orders,
-        &topics.orders_quarantine,
-        &topics.segments,
-        &topics.okta_dlq,
-        &topics.ledger_changelog,
-    ] {
-        assert!(init.contains(t.as_str()), "kafka-init does not create {t}");
-    }
-    assert!(
-        init.contains("cleanup.policy=compact"),
-        "the changelog is compacted"
-    );
+    // kafka-init makes every topic the services use with `tierflow topics ensure` (the
+    // pipeline's topic list, compaction and co-partitioning live in service_runtime::topics),
+    // on the config the services read, in an image that has the command.
+    let init: Vec<&str> = services["kafka-init"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(&init[..4], ["tierflow", "topics", "ensure", "--execute"]);
+    assert_eq!(services["kafka-init"]["image"], services["ingest"]["image"]);
+    assert!(dockerfile.contains("/usr/local/bin/") && dockerfile.contains("release/tierflow"));
 
     // Grafana's datasource uid is the one the dashboard uses.
     let ds: Value = serde_norway::from_str(

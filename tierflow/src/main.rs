@@ -33,8 +33,13 @@ enum Command {
         #[arg(long, env = "TIERFLOW_CONFIG", default_value = "config/dev.toml")]
         config: PathBuf,
         /// Kafka bootstrap servers instead of the configured ones.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "kafka")]
         brokers: Option<String>,
+        /// Run on Apache Kafka instead of the embedded broker: one KRaft node started by
+        /// scripts/kafka.py (Java 17 and Maven; jars cached after the first run), the
+        /// pipeline's topics made as `topics ensure` makes them, stopped on exit.
+        #[arg(long)]
+        kafka: bool,
         /// Send this many signed webhooks per second (loadgen).
         #[arg(long, value_name = "PER_SECOND")]
         load: Option<f64>,
@@ -100,6 +105,7 @@ fn main() -> ExitCode {
         Command::Dev {
             config,
             brokers,
+            kafka,
             load,
             users,
             customers,
@@ -122,7 +128,7 @@ fn main() -> ExitCode {
                 status_listen,
                 okta_unthrottled,
             };
-            service_runtime::run_service("tierflow dev", dev(settings, options))
+            service_runtime::run_service("tierflow dev", dev(settings, options, kafka))
         }
         Command::Topics {
             action:
@@ -173,15 +179,58 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dev(settings: PipelineSettings, options: DevOptions) -> anyhow::Result<()> {
+/// One Apache Kafka node from scripts/kafka.py with every pipeline topic (6 partitions,
+/// replication 1), made through the Admin API as `tierflow topics ensure` makes them.
+async fn start_apache_kafka(
+    topics: &service_runtime::config::TopicsConfig,
+) -> anyhow::Result<service_runtime::kafka::LocalKafka> {
+    println!(
+        "starting Apache Kafka (scripts/kafka.py; the first run resolves its jars with Maven)"
+    );
+    let topics = topics.clone();
+    tokio::task::spawn_blocking(move || {
+        let local = service_runtime::kafka::LocalKafka::start(1)?;
+        let mut admin = rdkafka::ClientConfig::new();
+        admin.set("bootstrap.servers", &local.bootstrap);
+        let specs = service_runtime::topics::pipeline_topics(
+            &topics,
+            service_runtime::topics::Layout {
+                partitions: 6,
+                replication: 1,
+                min_insync_replicas: 1,
+            },
+        );
+        for finding in
+            service_runtime::topics::ensure(&admin, &specs, true, Duration::from_secs(30))?
+        {
+            tracing::info!(%finding, "topic");
+        }
+        println!(
+            "Apache Kafka at {} (logs and data: {})",
+            local.bootstrap, local.dir
+        );
+        Ok(local)
+    })
+    .await
+    .context("starting Apache Kafka")?
+}
+
+async fn dev(settings: PipelineSettings, options: DevOptions, kafka: bool) -> anyhow::Result<()> {
     let _telemetry =
         service_runtime::telemetry::init("tierflow", settings.ingest.telemetry.log_format)?;
-    // The embedded broker lives on this thread for as long as the pipeline runs (it is !Send).
-    let (bootstrap, _embedded) = service_runtime::kafka::resolve_brokers(
-        &settings.ingest.kafka,
-        &settings.ingest.topics,
-        "tierflow dev",
-    )?;
+    // Either broker lives on this thread for as long as the pipeline runs (the embedded one is
+    // !Send; Apache Kafka is stopped when its handle drops).
+    let (bootstrap, _embedded, _kafka) = if kafka {
+        let local = start_apache_kafka(&settings.ingest.topics).await?;
+        (local.bootstrap.clone(), None, Some(local))
+    } else {
+        let (bootstrap, embedded) = service_runtime::kafka::resolve_brokers(
+            &settings.ingest.kafka,
+            &settings.ingest.topics,
+            "tierflow dev",
+        )?;
+        (bootstrap, embedded, None)
+    };
     let segments = settings.ingest.topics.segments.clone();
     let pipeline = Pipeline::start(settings, &bootstrap, &options).await?;
     let data: status::Shared = Arc::new(Mutex::new(status::StatusData::default()));
