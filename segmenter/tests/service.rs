@@ -263,7 +263,7 @@ async fn a_rebalance_between_two_instances_keeps_every_customer_exact() {
 #[tokio::test]
 async fn a_failed_batch_is_counted_once_when_it_finally_succeeds() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    let (broker, bootstrap, versions, inputs) = seeded(30, 11).await;
+    let (broker, bootstrap, versions, inputs) = seeded_on(mock_broker(), 30, 11).await;
     // The first produce requests fail permanently (not retried by librdkafka): the first
     // batches fail and are retried.
     broker.mock().request_errors(
@@ -300,7 +300,7 @@ async fn a_failed_batch_is_counted_once_when_it_finally_succeeds() {
 #[tokio::test]
 async fn records_refused_with_their_batch_are_sent_again_alone() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    let (broker, bootstrap, versions, inputs) = seeded(30, 13).await;
+    let (broker, bootstrap, versions, inputs) = seeded_on(mock_broker(), 30, 13).await;
     broker.mock().request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],

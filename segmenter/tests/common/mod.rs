@@ -304,10 +304,18 @@ pub fn history(customers: u64, seed: u64) -> (Vec<Version>, Vec<Input>) {
     (versions, inputs)
 }
 
-/// A fresh broker with a produced `history(customers, seed)`: (broker, bootstrap, versions,
-/// inputs). Keep the broker alive for the whole test.
+/// A fresh broker (`TIERFLOW_TEST_BROKER`) with a produced `history(customers, seed)`:
+/// (broker, bootstrap, versions, inputs). Keep the broker alive for the whole test.
 pub async fn seeded(customers: u64, seed: u64) -> (Broker, String, Vec<Version>, Vec<Input>) {
-    let broker = broker();
+    seeded_on(broker(), customers, seed).await
+}
+
+/// [`seeded`] on a given broker (e.g. [`mock_broker`] for fault injection).
+pub async fn seeded_on(
+    broker: Broker,
+    customers: u64,
+    seed: u64,
+) -> (Broker, String, Vec<Version>, Vec<Input>) {
     let bootstrap = broker.bootstrap_servers();
     let (versions, inputs) = history(customers, seed);
     produce(&bootstrap, &inputs).await;
