@@ -41,7 +41,7 @@ def one_round(args):
         plain = float(re.search(r"plain consumer, no processing:\s+(\d+)", out).group(1))
         replay = float(re.search(r"segmenter replay.*?:\s+(\d+) records/s", out).group(1))
         perf = subprocess.run(
-            [KAFKA_PY, "tool", "consumer-perf", "--heap", "512m", "--bootstrap-server", b,
+            [KAFKA_PY, "tool", "--heap", "512m", "consumer-perf", "--bootstrap-server", b,
              "--topic", "shopify.orders", "--messages", str(args.records),
              "--group", "bench-consumer-perf", "--timeout", "60000"],
             check=True, capture_output=True, text=True).stdout

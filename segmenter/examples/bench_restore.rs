@@ -28,7 +28,13 @@ fn client(bootstrap: &str) -> ClientConfig {
     c
 }
 
-fn produce(bootstrap: &str, topic: &str, customers: u64, orders: u64) -> (u64, f64, f64) {
+fn produce(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    customers: u64,
+    orders: u64,
+) -> (u64, f64, f64) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -61,7 +67,12 @@ fn produce(bootstrap: &str, topic: &str, customers: u64, orders: u64) -> (u64, f
             let key = OrderRecord::key(&r.shop, customer_id, order_id);
             let value = serde_json::to_vec(&r).expect("serialises");
             bytes += value.len() as u64;
-            let mut record = BaseRecord::<str, [u8]>::to(topic).key(&key).payload(&value);
+            // A customer's orders share a partition, as the segmenter writes them (the
+            // changelog partition is the customer's orders partition).
+            let mut record = BaseRecord::<str, [u8]>::to(topic)
+                .partition((c % partitions as u64) as i32)
+                .key(&key)
+                .payload(&value);
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
@@ -126,7 +137,7 @@ fn main() -> anyhow::Result<()> {
             (broker.bootstrap_servers(), Some(broker))
         }
     };
-    let (records, mean, produced) = produce(&bootstrap, &topic, customers, orders);
+    let (records, mean, produced) = produce(&bootstrap, &topic, partitions, customers, orders);
     println!(
         "changelog: {records} records ({mean:.0} B mean JSON, lz4 batches), {customers} customers, {partitions} partitions, Apache Kafka at {bootstrap}; produced at {produced:.0} records/s"
     );

@@ -257,6 +257,7 @@ impl Segmenter {
         // librdkafka reports broker trouble (transport failures, a broker down) as consumer
         // errors and keeps reconnecting on its own: log them and keep polling. Only the
         // loop's own failures end the service.
+        let waiting = Instant::now();
         let first = loop {
             match self.consumer.recv().await {
                 Ok(m) => break m,
@@ -266,6 +267,11 @@ impl Segmenter {
                 }
             }
         };
+        let collecting = Instant::now();
+        self.metrics
+            .batch_seconds
+            .with_label_values(&["wait"])
+            .observe(collecting.duration_since(waiting).as_secs_f64());
         let deadline = tokio::time::Instant::now() + cfg.batch_wait;
         let tag = |m: &rdkafka::message::BorrowedMessage<'_>| {
             self.consumer.context().epoch(m.partition())
@@ -287,6 +293,10 @@ impl Segmenter {
                 }
             }
         }
+        self.metrics
+            .batch_seconds
+            .with_label_values(&["collect"])
+            .observe(collecting.elapsed().as_secs_f64());
         Ok(batch)
     }
 
