@@ -16,7 +16,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use rust_decimal::Decimal;
 use segmenter::ledger::OrderRecord;
-use service_runtime::config::TopicsConfig;
 
 const CHANGELOG: &str = "segmenter.ledger.changelog";
 
@@ -118,12 +117,8 @@ async fn a_restore_after_the_log_cleaner_ran_rebuilds_the_state_before_compactio
     tokio::task::spawn_blocking(move || {
         testkit::broker::ensure_topics(
             &b2,
-            &TopicsConfig::default(),
-            service_runtime::topics::Layout {
-                partitions: PARTITIONS,
-                replication: 1,
-                min_insync_replicas: 1,
-            },
+            &service_runtime::config::TopicsConfig::default(),
+            testkit::broker::layout(1, PARTITIONS),
         )
     })
     .await

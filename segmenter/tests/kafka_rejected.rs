@@ -42,11 +42,7 @@ async fn a_record_the_broker_refuses_on_its_own_becomes_a_marker() {
         testkit::broker::ensure_topics(
             &b2,
             &service_runtime::config::TopicsConfig::default(),
-            service_runtime::topics::Layout {
-                partitions: PARTITIONS,
-                replication: 1,
-                min_insync_replicas: 1,
-            },
+            testkit::broker::layout(1, PARTITIONS),
         )
     })
     .await

@@ -219,8 +219,16 @@ impl ClientContext for GroupContext {}
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                tracing::warn!(error = %e, "commit on revoke failed; the next owner may redo some records (harmless)");
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => {}
+                // Nothing stored since the last commit (e.g. an idle member stopping): there
+                // is nothing to lose, and nothing for an operator to look at.
+                Err(rdkafka::error::KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::NoOffset,
+                )) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "commit on revoke failed; the next owner may redo some records (harmless)")
+                }
             }
             let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
             for e in tpl.elements() {

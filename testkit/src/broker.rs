@@ -119,12 +119,7 @@ impl Broker {
                 let k = LocalKafka::start(nodes).expect(
                     "Apache Kafka starts (scripts/install-test-deps.sh installs Java and Maven)",
                 );
-                let layout = Layout {
-                    partitions,
-                    replication: i32::from(nodes),
-                    min_insync_replicas: if nodes == 1 { 1 } else { 2 },
-                };
-                ensure_topics(&k.bootstrap, &topics, layout);
+                ensure_topics(&k.bootstrap, &topics, layout(nodes, partitions));
                 (k.bootstrap.clone(), Running::Kafka(k))
             }
         };
@@ -188,6 +183,16 @@ pub fn client(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
     c
+}
+
+/// The production layout on `nodes` nodes: replication factor = nodes, and
+/// `min.insync.replicas` 2 when there are replicas to spare.
+pub fn layout(nodes: u8, partitions: i32) -> Layout {
+    Layout {
+        partitions,
+        replication: i32::from(nodes),
+        min_insync_replicas: if nodes == 1 { 1 } else { 2 },
+    }
 }
 
 /// Create (or verify) every pipeline topic in `layout` through the Admin API, as `tierflow
