@@ -95,6 +95,46 @@ pub struct Writer {
     shared: Arc<Shared>,
     settings: Settings,
     metrics: Metrics,
+    in_flight: InFlight,
+}
+
+/// The running applications by partition, so a revoke can stop those of the partitions it
+/// takes away before the next owner starts on them.
+type InFlight = Arc<std::sync::Mutex<HashMap<i32, Vec<tokio::task::AbortHandle>>>>;
+
+/// The revoke hook: abort the applications of `partitions` and wait (bounded) until they have
+/// stopped. Without it the old owner's application of an older update could still be writing
+/// group memberships after the next owner wrote the newer ones (seen on Apache Kafka with two
+/// writers: a customer left in the VIP group with an Active total). An HTTP request already
+/// on the wire when the abort lands may still be served; nothing after it is sent.
+fn stop_revoked(in_flight: &InFlight, partitions: &[i32]) {
+    let handles: Vec<tokio::task::AbortHandle> = {
+        let mut m = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        partitions
+            .iter()
+            .flat_map(|p| m.remove(p).unwrap_or_default())
+            .collect()
+    };
+    if handles.is_empty() {
+        return;
+    }
+    for h in &handles {
+        h.abort();
+    }
+    // This runs inside `recv()` on a runtime thread: the aborted tasks are dropped by the
+    // runtime's other threads. A current-thread runtime (tests) cannot, so it does not wait.
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while handles.iter().any(|h| !h.is_finished()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    tracing::info!(
+        aborted = handles.len(),
+        "in-flight Okta applications of revoked partitions stopped; their next owner redoes them"
+    );
 }
 
 impl std::fmt::Debug for Writer {
@@ -146,6 +186,11 @@ impl Writer {
         .context("creating the Kafka producer")?;
         service_runtime::kafka::partition_count(&consumer, &settings.topics.segments)?;
         service_runtime::kafka::partition_count(&consumer, &settings.topics.okta_dlq)?;
+        let in_flight: InFlight = Arc::default();
+        let hook_in_flight = in_flight.clone();
+        consumer.context().on_revoke(Box::new(move |partitions| {
+            stop_revoked(&hook_in_flight, partitions)
+        }));
         consumer
             .subscribe(&[settings.topics.segments.as_str()])
             .context("subscribing to the segments topic")?;
@@ -161,6 +206,7 @@ impl Writer {
             }),
             settings: settings.clone(),
             metrics,
+            in_flight,
         })
     }
 
@@ -175,6 +221,22 @@ impl Writer {
         let mut ready: VecDeque<Vec<u8>> = VecDeque::new();
         let mut busy: HashSet<Vec<u8>> = HashSet::new();
         let mut tasks: JoinSet<(Job, JobEnd)> = JoinSet::new();
+        // What each running task holds, for when a revoke aborts it (no Job comes back then).
+        let mut running: HashMap<tokio::task::Id, (Vec<u8>, usize, bool, i32)> = HashMap::new();
+        let spawn = |tasks: &mut JoinSet<(Job, JobEnd)>,
+                     running: &mut HashMap<tokio::task::Id, (Vec<u8>, usize, bool, i32)>,
+                     job: Job| {
+            let partition = job.recs.first().map_or(-1, |r| r.partition);
+            let held = (job.customer.clone(), job.recs.len(), job.probe, partition);
+            let h = tasks.spawn(run_job(self.shared.clone(), job));
+            running.insert(h.id(), held);
+            self.in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(partition)
+                .or_default()
+                .push(h);
+        };
         let mut buffered = 0usize;
         let mut dispatch_at: Option<Instant> = None;
         let mut credentials: Option<CredentialsPause> = None;
@@ -200,8 +262,35 @@ impl Writer {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    let (job, end) = joined.context("an Okta writer task panicked")?;
+                Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let (id, (job, end)) = match joined {
+                        Ok(done) => done,
+                        Err(e) if e.is_cancelled() => {
+                            // Aborted by a revoke: its records belong to the next owner.
+                            if let Some((customer, records, probe, _)) = running.remove(&e.id()) {
+                                busy.remove(&customer);
+                                buffered -= records;
+                                if probe {
+                                    if let Some(c) = credentials.as_mut() {
+                                        c.probe_in_flight = false;
+                                    }
+                                }
+                            }
+                            self.metrics.customers_in_flight.set(tasks.len() as i64);
+                            continue;
+                        }
+                        Err(e) => return Err(anyhow::Error::new(e).context("an Okta writer task panicked")),
+                    };
+                    if let Some((_, _, _, partition)) = running.remove(&id) {
+                        if let Some(hs) = self
+                            .in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_mut(&partition)
+                        {
+                            hs.retain(|h| h.id() != id);
+                        }
+                    }
                     busy.remove(&job.customer);
                     self.metrics.customers_in_flight.set(tasks.len() as i64);
                     match end {
@@ -242,7 +331,7 @@ impl Writer {
                         if let Some(job) = next_job(&mut queued, &mut ready, &busy, &self.consumer, true, &mut buffered_dropped) {
                             c.probe_in_flight = true;
                             busy.insert(job.customer.clone());
-                            tasks.spawn(run_job(self.shared.clone(), job));
+                            spawn(&mut tasks, &mut running, job);
                         } else {
                             c.until = Instant::now() + c.backoff;
                         }
@@ -254,7 +343,7 @@ impl Writer {
                         while tasks.len() < cfg.max_customers_in_flight {
                             let Some(job) = next_job(&mut queued, &mut ready, &busy, &self.consumer, false, &mut buffered_dropped) else { break };
                             busy.insert(job.customer.clone());
-                            tasks.spawn(run_job(self.shared.clone(), job));
+                            spawn(&mut tasks, &mut running, job);
                         }
                         self.metrics.customers_in_flight.set(tasks.len() as i64);
                     }

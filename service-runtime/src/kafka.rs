@@ -181,11 +181,21 @@ fn topic_max_message_bytes(
 /// revoked (before another instance starts from the committed position), numbers every
 /// assignment of a partition (an *epoch*, so a loop can drop work from an assignment that
 /// ended). Lag is exported separately, from committed offsets ([`crate::lag`]).
+///
+/// A loop that keeps work running *outside* `recv()` (the Okta writer's per-customer
+/// applications) registers a revoke hook ([`GroupContext::on_revoke`]): it runs before the
+/// commit and must return only when nothing of the revoked partitions is still in flight, or
+/// the old owner would go on writing while the next owner starts (found with two writers on
+/// Apache Kafka: a stale tier's group membership written after the newer one).
 pub struct GroupContext {
     epochs: Mutex<HashMap<i32, u64>>,
     next_epoch: Mutex<u64>,
     group: String,
+    revoke_hook: Mutex<Option<RevokeHook>>,
 }
+
+/// Called with the revoked partitions, on the thread that polls the consumer.
+pub type RevokeHook = Box<dyn Fn(&[i32]) + Send + Sync>;
 
 impl std::fmt::Debug for GroupContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -201,7 +211,14 @@ impl GroupContext {
             epochs: Mutex::new(HashMap::new()),
             next_epoch: Mutex::new(0),
             group: group.to_owned(),
+            revoke_hook: Mutex::new(None),
         }
+    }
+
+    /// Run `hook` with the revoked partitions at every revoke, before the offsets are
+    /// committed and the partitions released.
+    pub fn on_revoke(&self, hook: RevokeHook) {
+        *self.revoke_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     /// The current assignment's epoch of `partition`, or `None` if it is not assigned.
@@ -219,6 +236,23 @@ impl ClientContext for GroupContext {}
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            {
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                // Epochs end first, so work finishing now is recognised as stale.
+                let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+                for p in &partitions {
+                    epochs.remove(p);
+                }
+                drop(epochs);
+                if let Some(hook) = self
+                    .revoke_hook
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                {
+                    hook(&partitions);
+                }
+            }
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) => {}
                 // Nothing stored since the last commit (e.g. an idle member stopping): there
@@ -229,10 +263,6 @@ impl ConsumerContext for GroupContext {
                 Err(e) => {
                     tracing::warn!(error = %e, "commit on revoke failed; the next owner may redo some records (harmless)")
                 }
-            }
-            let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-            for e in tpl.elements() {
-                epochs.remove(&e.partition());
             }
             tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
         }
