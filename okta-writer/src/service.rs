@@ -9,6 +9,10 @@
 //!   newer one, or dead-lettered (its dead letter acknowledged by the broker), and only up to
 //!   the first record that is not (librdkafka's `store_offset` stores offset + 1). Auto-commit
 //!   sends stored offsets every second; revoke and shutdown commit synchronously.
+//! - A revoke aborts the running applications of the partitions it takes away (and waits, up
+//!   to 2 s, until they have stopped) before the offsets are committed, so the old owner never
+//!   writes after the next owner starts: updates carry absolute state, but two owners
+//!   interleaving their calls could still leave an older tier's group memberships behind.
 //! - While more than `max_buffered_records` are held, or while Okta rejects the credentials,
 //!   the assigned partitions are paused, not left unpolled: `recv()` keeps running, so the
 //!   consumer stays in its group and rebalances are served.
