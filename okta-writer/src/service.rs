@@ -102,9 +102,9 @@ pub struct Writer {
     in_flight: InFlight,
 }
 
-/// The running applications by partition, so a revoke can stop those of the partitions it
-/// takes away before the next owner starts on them.
-type InFlight = Arc<std::sync::Mutex<HashMap<i32, Vec<tokio::task::AbortHandle>>>>;
+/// The running applications with their partition, so a revoke can stop those of the
+/// partitions it takes away before the next owner starts on them.
+type InFlight = Arc<std::sync::Mutex<HashMap<tokio::task::Id, (i32, tokio::task::AbortHandle)>>>;
 
 /// The revoke hook: abort the applications of `partitions` and wait (bounded) until they have
 /// stopped. Without it the old owner's application of an older update could still be writing
@@ -114,9 +114,14 @@ type InFlight = Arc<std::sync::Mutex<HashMap<i32, Vec<tokio::task::AbortHandle>>
 fn stop_revoked(in_flight: &InFlight, partitions: &[i32]) {
     let handles: Vec<tokio::task::AbortHandle> = {
         let mut m = in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        partitions
+        let revoked: Vec<tokio::task::Id> = m
             .iter()
-            .flat_map(|p| m.remove(p).unwrap_or_default())
+            .filter(|(_, (p, _))| partitions.contains(p))
+            .map(|(id, _)| *id)
+            .collect();
+        revoked
+            .iter()
+            .filter_map(|id| m.remove(id).map(|(_, h)| h))
             .collect()
     };
     if handles.is_empty() {
@@ -226,20 +231,18 @@ impl Writer {
         let mut busy: HashSet<Vec<u8>> = HashSet::new();
         let mut tasks: JoinSet<(Job, JobEnd)> = JoinSet::new();
         // What each running task holds, for when a revoke aborts it (no Job comes back then).
-        let mut running: HashMap<tokio::task::Id, (Vec<u8>, usize, bool, i32)> = HashMap::new();
+        let mut running: HashMap<tokio::task::Id, (Vec<u8>, usize, bool)> = HashMap::new();
         let spawn = |tasks: &mut JoinSet<(Job, JobEnd)>,
-                     running: &mut HashMap<tokio::task::Id, (Vec<u8>, usize, bool, i32)>,
+                     running: &mut HashMap<tokio::task::Id, (Vec<u8>, usize, bool)>,
                      job: Job| {
             let partition = job.recs.first().map_or(-1, |r| r.partition);
-            let held = (job.customer.clone(), job.recs.len(), job.probe, partition);
+            let held = (job.customer.clone(), job.recs.len(), job.probe);
             let h = tasks.spawn(run_job(self.shared.clone(), job));
             running.insert(h.id(), held);
             self.in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .entry(partition)
-                .or_default()
-                .push(h);
+                .insert(h.id(), (partition, h));
         };
         let mut buffered = 0usize;
         let mut dispatch_at: Option<Instant> = None;
@@ -271,7 +274,7 @@ impl Writer {
                         Ok(done) => done,
                         Err(e) if e.is_cancelled() => {
                             // Aborted by a revoke: its records belong to the next owner.
-                            if let Some((customer, records, probe, _)) = running.remove(&e.id()) {
+                            if let Some((customer, records, probe)) = running.remove(&e.id()) {
                                 busy.remove(&customer);
                                 buffered -= records;
                                 if probe {
@@ -285,16 +288,8 @@ impl Writer {
                         }
                         Err(e) => return Err(anyhow::Error::new(e).context("an Okta writer task panicked")),
                     };
-                    if let Some((_, _, _, partition)) = running.remove(&id) {
-                        if let Some(hs) = self
-                            .in_flight
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_mut(&partition)
-                        {
-                            hs.retain(|h| h.id() != id);
-                        }
-                    }
+                    running.remove(&id);
+                    self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                     busy.remove(&job.customer);
                     self.metrics.customers_in_flight.set(tasks.len() as i64);
                     match end {
