@@ -13,28 +13,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::{ClientConfig, Message};
+use rdkafka::Message;
 use schemas::headers as h;
 
 async fn create_topics(bootstrap: &str, orders_max: &str, quarantine_max: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let topics = [
-        NewTopic::new(ORDERS, PARTITIONS, TopicReplication::Fixed(1))
-            .set("max.message.bytes", orders_max),
-        NewTopic::new(QUARANTINE, PARTITIONS, TopicReplication::Fixed(1))
-            .set("max.message.bytes", quarantine_max),
-    ];
-    for r in admin
-        .create_topics(&topics, &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.unwrap();
+    for (topic, max) in [(ORDERS, orders_max), (QUARANTINE, quarantine_max)] {
+        testkit::broker::create_topic(bootstrap, topic, PARTITIONS, &[("max.message.bytes", max)])
+            .await;
     }
 }
 

@@ -6,6 +6,8 @@
 //! `cargo run --release -p segmenter --example bench_ledger -- throughput`
 //! `cargo run --release -p segmenter --example bench_ledger -- memory`
 
+mod common;
+
 use std::time::Instant;
 
 use rust_decimal::Decimal;
@@ -113,29 +115,10 @@ fn memory(customers: u64, per_customer: u64) {
 
 /// Decode and apply changelog records as a restore does (the Kafka fetch is measured apart).
 fn restore(customers: u64, per_customer: u64) {
-    use segmenter::ledger::{OrderRecord, Version};
-    let mut encoded: Vec<Vec<u8>> = Vec::with_capacity((customers * per_customer) as usize);
-    let mut order_id = 820_982_911_946_154_508u64;
-    for c in 0..customers {
-        let customer_id = 115_310_627_314_723_954 + c;
-        for i in 0..per_customer {
-            order_id += 1;
-            let r = OrderRecord {
-                shop: "bench.myshopify.com".into(),
-                customer_id,
-                order_id,
-                version: Version {
-                    updated_at_us: 1_795_000_000_000_000 + i as i64,
-                    fingerprint: 7,
-                },
-                amount: Decimal::new(4550, 2),
-                counted: true,
-                email: Some(format!("customer-{customer_id}@example.com")),
-                currency: Some("USD".into()),
-            };
-            encoded.push(serde_json::to_vec(&r).expect("serialises"));
-        }
-    }
+    use segmenter::ledger::OrderRecord;
+    let encoded: Vec<Vec<u8>> = common::changelog(customers, per_customer)
+        .map(|(_, r)| serde_json::to_vec(&r).expect("serialises"))
+        .collect();
     let bytes: usize = encoded.iter().map(Vec::len).sum();
     let started = Instant::now();
     let mut ledger = Ledger::new();

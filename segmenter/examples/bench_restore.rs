@@ -8,13 +8,14 @@
 //! (default 1000000 1). `BENCH_BROKERS=host:port` uses a running broker whose changelog topic
 //! exists and is empty; `BENCH_PARTITIONS` (default 12) sets the partitions otherwise.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
-use rust_decimal::Decimal;
-use segmenter::ledger::{OrderRecord, Version};
+use segmenter::ledger::OrderRecord;
 use service_runtime::config::TopicsConfig;
 
 #[global_allocator]
@@ -46,49 +47,31 @@ fn produce(
         .expect("producer");
     let started = Instant::now();
     let (mut records, mut bytes) = (0u64, 0u64);
-    let mut order_id = 820_982_911_946_154_508u64;
-    for c in 0..customers {
-        let customer_id = 115_310_627_314_723_954 + c;
-        for i in 0..orders {
-            order_id += 1;
-            let r = OrderRecord {
-                shop: "bench.myshopify.com".into(),
-                customer_id,
-                order_id,
-                version: Version {
-                    updated_at_us: 1_795_000_000_000_000 + i as i64,
-                    fingerprint: 7,
-                },
-                amount: Decimal::new(4550, 2),
-                counted: true,
-                email: Some(format!("customer-{customer_id}@example.com")),
-                currency: Some("USD".into()),
-            };
-            let key = OrderRecord::key(&r.shop, customer_id, order_id);
-            let value = serde_json::to_vec(&r).expect("serialises");
-            bytes += value.len() as u64;
-            // A customer's orders share a partition, as the segmenter writes them (the
-            // changelog partition is the customer's orders partition).
-            let mut record = BaseRecord::<str, [u8]>::to(topic)
-                .partition((c % partitions as u64) as i32)
-                .key(&key)
-                .payload(&value);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((e, back)) => {
-                        assert_eq!(
-                            e.rdkafka_error_code(),
-                            Some(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                            "{e}"
-                        );
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
+    for (c, r) in common::changelog(customers, orders) {
+        let key = OrderRecord::key(&r.shop, r.customer_id, r.order_id);
+        let value = serde_json::to_vec(&r).expect("serialises");
+        bytes += value.len() as u64;
+        // A customer's orders share a partition, as the segmenter writes them (the
+        // changelog partition is the customer's orders partition).
+        let mut record = BaseRecord::<str, [u8]>::to(topic)
+            .partition((c % partitions as u64) as i32)
+            .key(&key)
+            .payload(&value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, back)) => {
+                    assert_eq!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        "{e}"
+                    );
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
                 }
             }
-            records += 1;
         }
+        records += 1;
     }
     producer.flush(Duration::from_secs(300)).expect("flushed");
     (

@@ -10,8 +10,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use rust_decimal::Decimal;
@@ -75,16 +73,14 @@ fn filler_key() -> String {
 }
 
 async fn wait_processed(running: &Running, records: u64) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let m = running.metrics().await;
-        if metric_sum(&m, "tierflow_segmenter_records_total") >= records {
-            assert_eq!(metric_sum(&m, "tierflow_segmenter_batch_failures_total"), 0);
-            return;
-        }
-        assert!(Instant::now() < deadline, "not all records processed: {m}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let m = running
+        .metrics_after(records, Duration::from_secs(90))
+        .await;
+    assert!(
+        metric_sum(&m, "tierflow_segmenter_records_total") >= records,
+        "not all records processed: {m}"
+    );
+    assert_eq!(metric_sum(&m, "tierflow_segmenter_batch_failures_total"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,34 +91,20 @@ async fn a_restore_after_the_log_cleaner_ran_rebuilds_the_state_before_compactio
     // made eager: a segment rolls after 300 ms, any dirt is worth cleaning, and tombstones
     // are dropped 100 ms after a clean — so within seconds the cleaner has removed superseded
     // versions and, on a later pass, the redaction's tombstones themselves.
-    let admin: AdminClient<DefaultClientContext> = testkit::broker::client(&b).create().unwrap();
-    for r in admin
-        .create_topics(
-            &[
-                NewTopic::new(CHANGELOG, PARTITIONS, TopicReplication::Fixed(1))
-                    .set("cleanup.policy", "compact")
-                    .set("min.insync.replicas", "1")
-                    .set("segment.ms", "300")
-                    .set("min.cleanable.dirty.ratio", "0.01")
-                    .set("delete.retention.ms", "100"),
-            ],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
-    let b2 = b.clone();
-    tokio::task::spawn_blocking(move || {
-        testkit::broker::ensure_topics(
-            &b2,
-            &service_runtime::config::TopicsConfig::default(),
-            testkit::broker::layout(1, PARTITIONS),
-        )
-    })
-    .await
-    .unwrap();
+    testkit::broker::create_topic(
+        &b,
+        CHANGELOG,
+        PARTITIONS,
+        &[
+            ("cleanup.policy", "compact"),
+            ("min.insync.replicas", "1"),
+            ("segment.ms", "300"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("delete.retention.ms", "100"),
+        ],
+    )
+    .await;
+    testkit::broker::ensure_pipeline_topics(&b, 1, PARTITIONS).await;
 
     // A history where most orders have several versions (only the newest survives
     // compaction), then two customers redacted (their orders become tombstones).

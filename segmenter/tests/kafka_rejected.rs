@@ -10,57 +10,28 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::{ClientConfig, Message};
+use rdkafka::Message;
 use schemas::headers as h;
 
 #[tokio::test]
 async fn a_record_the_broker_refuses_on_its_own_becomes_a_marker() {
     let kafka = testkit::Broker::kafka_without_topics(1);
     let b = kafka.bootstrap_servers();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &b)
-        .create()
-        .unwrap();
-    admin
-        .create_topics(
-            &[
-                NewTopic::new("customer.segments", PARTITIONS, TopicReplication::Fixed(1))
-                    .set("max.message.bytes", "300"),
-            ],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .for_each(|r| {
-            r.unwrap();
-        });
-    let b2 = b.clone();
-    tokio::task::spawn_blocking(move || {
-        testkit::broker::ensure_topics(
-            &b2,
-            &service_runtime::config::TopicsConfig::default(),
-            testkit::broker::layout(1, PARTITIONS),
-        )
-    })
-    .await
-    .unwrap();
+    testkit::broker::create_topic(
+        &b,
+        "customer.segments",
+        PARTITIONS,
+        &[("max.message.bytes", "300")],
+    )
+    .await;
+    testkit::broker::ensure_pipeline_topics(&b, 1, PARTITIONS).await;
 
     let (_versions, inputs) = history(10, 21);
     produce(&b, &inputs).await;
     let running = start(settings(&b, "g-kafka-rejected"), &b).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let m = loop {
-        let m = running.metrics().await;
-        if metric_sum(&m, "tierflow_segmenter_records_total") >= inputs.len() as u64
-            || std::time::Instant::now() > deadline
-        {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let m = running
+        .metrics_after(inputs.len() as u64, Duration::from_secs(60))
+        .await;
     assert_eq!(
         metric_sum(&m, "tierflow_segmenter_records_total"),
         inputs.len() as u64,

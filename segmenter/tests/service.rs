@@ -272,18 +272,11 @@ async fn a_failed_batch_is_counted_once_when_it_finally_succeeds() {
     );
     let running = start(settings(&bootstrap, "g-count-once"), &bootstrap).await;
     wait_for_state(&bootstrap, &reference(&versions), Duration::from_secs(60)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let (records, failures) = loop {
-        let m = running.metrics().await;
-        let records = metric_sum(&m, "tierflow_segmenter_records_total");
-        if records >= inputs.len() as u64 || std::time::Instant::now() > deadline {
-            break (
-                records,
-                metric_sum(&m, "tierflow_segmenter_batch_failures_total"),
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let m = running
+        .metrics_after(inputs.len() as u64, Duration::from_secs(30))
+        .await;
+    let records = metric_sum(&m, "tierflow_segmenter_records_total");
+    let failures = metric_sum(&m, "tierflow_segmenter_batch_failures_total");
     assert!(failures >= 1, "the injected errors failed no batch");
     assert_eq!(
         records,
@@ -307,16 +300,9 @@ async fn records_refused_with_their_batch_are_sent_again_alone() {
     );
     let running = start(settings(&bootstrap, "g-rejected"), &bootstrap).await;
     wait_for_state(&bootstrap, &reference(&versions), Duration::from_secs(60)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let m = loop {
-        let m = running.metrics().await;
-        if metric_sum(&m, "tierflow_segmenter_records_total") >= inputs.len() as u64
-            || std::time::Instant::now() > deadline
-        {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let m = running
+        .metrics_after(inputs.len() as u64, Duration::from_secs(60))
+        .await;
     assert_eq!(
         metric_sum(&m, "tierflow_segmenter_records_total"),
         inputs.len() as u64

@@ -185,6 +185,35 @@ pub fn client(bootstrap: &str) -> ClientConfig {
     c
 }
 
+/// Create one topic (replication 1) with `configs`, before the pipeline's own, for tests that
+/// need odd limits or drift; panics if the broker refuses.
+pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        client(bootstrap).create().expect("an admin client");
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
+    for r in admin
+        .create_topics(&[topic], &AdminOptions::new())
+        .await
+        .expect("CreateTopics answered")
+    {
+        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
+    }
+}
+
+/// [`ensure_topics`] with the default names and [`layout`], off the async runtime's threads.
+pub async fn ensure_pipeline_topics(bootstrap: &str, nodes: u8, partitions: i32) {
+    let b = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || {
+        ensure_topics(&b, &TopicsConfig::default(), layout(nodes, partitions))
+    })
+    .await
+    .expect("ensuring the topics");
+}
+
 /// The production layout on `nodes` nodes: replication factor = nodes, and
 /// `min.insync.replicas` 2 when there are replicas to spare.
 pub fn layout(nodes: u8, partitions: i32) -> Layout {

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 use service_runtime::kafka::LocalKafka;
@@ -79,21 +79,7 @@ async fn ensure_creates_checks_and_reports_drift() {
     );
 
     // A changelog made by hand the wrong way: 3 partitions, not compacted.
-    admin
-        .create_topics(
-            &[NewTopic::new(
-                "bad.changelog",
-                3,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .for_each(|r| {
-            r.unwrap();
-        });
+    testkit::broker::create_topic(b, "bad.changelog", 3, &[]).await;
     let (code, out) = ensure(
         b,
         &["--execute"],

@@ -76,6 +76,21 @@ pub async fn start(settings: Settings, bootstrap: &str) -> Running {
 }
 
 impl Running {
+    /// The `/metrics` page once `records` input records have been counted, or as it is when
+    /// `within` has passed (the caller's assertions then say what is missing).
+    pub async fn metrics_after(&self, records: u64, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let m = self.metrics().await;
+            if metric_sum(&m, "tierflow_segmenter_records_total") >= records
+                || Instant::now() > deadline
+            {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.handle
