@@ -20,6 +20,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
 
+use crate::body::BodyFields;
 use crate::topic::{ShopifyTopic, TopicScope};
 
 /// The key of a record in the orders topic.
@@ -73,14 +74,18 @@ impl KeyError {
 
 /// Derive the record key for a verified webhook body of `topic` from shop `shop`.
 pub fn record_key(shop: &str, topic: ShopifyTopic, body: &[u8]) -> Result<RecordKey, KeyError> {
+    let fields = BodyFields::parse(body).map_err(|e| KeyError::NotJson(e.to_string()))?;
+    record_key_of(shop, topic, &fields)
+}
+
+/// [`record_key`] of a body already scanned (for a reader that needs other fields too).
+pub fn record_key_of(
+    shop: &str,
+    topic: ShopifyTopic,
+    body: &BodyFields<'_>,
+) -> Result<RecordKey, KeyError> {
     let shop = shop.to_owned();
-    // serde's derived structs also accept a JSON array (fields by position): only an object is
-    // a Shopify body.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(KeyError::NotJson("expected a JSON object".into()));
-    }
-    let fields: KeyFields =
-        serde_json::from_slice(body).map_err(|e| KeyError::NotJson(e.to_string()))?;
+    let fields: KeyFields = body.read().map_err(|e| KeyError::NotJson(e.to_string()))?;
     if let Some(body_shop) = &fields.shop_domain {
         if !body_shop.eq_ignore_ascii_case(&shop) {
             return Err(KeyError::ShopMismatch {

@@ -67,7 +67,7 @@ impl Metrics {
             batch_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "tierflow_segmenter_batch_duration_seconds",
-                    "Batch time by stage: wait (for the first record), collect (from the first record until the batch is full or batch_wait passed), decide, produce, total (decide to stored offsets).",
+                    "Batch time by stage: wait (for the first record), collect (from the first record until the batch is full or batch_wait passed), decide (including handing chunks to the sender), produce (from the last decision until every ack is in), total (decide to stored offsets).",
                 )
                 .buckets(exponential_buckets(0.0005, 2.0, 16)?),
                 &["stage"],

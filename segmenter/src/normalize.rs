@@ -7,7 +7,7 @@
 //! bodies without the `*_set` bags (API versions before 2019-10). Ids are read as `u64`.
 
 use rust_decimal::Decimal;
-use schemas::{ShopifyId, ShopifyTopic, TopicScope};
+use schemas::{BodyFields, ShopifyId, ShopifyTopic, TopicScope};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
@@ -115,18 +115,32 @@ struct RedactBody {
 
 /// What a record of `shop` and `topic` means: the record contract first (the body must have
 /// the documented shape of its topic and name the shop, since neither header is signed),
-/// then [`normalize`].
+/// then [`normalize`]. The body is scanned once for both.
 pub fn interpret(shop: &str, topic: ShopifyTopic, body: &[u8]) -> Result<Event, NormalizeError> {
-    schemas::record_key(shop, topic, body).map_err(NormalizeError::Contract)?;
-    normalize(topic, body)
+    let fields = scan(body)?;
+    schemas::record_key_of(shop, topic, &fields).map_err(NormalizeError::Contract)?;
+    normalize_fields(topic, &fields)
 }
 
 /// Normalise one verified body of `topic` (as the ingest wrote it).
 pub fn normalize(topic: ShopifyTopic, body: &[u8]) -> Result<Event, NormalizeError> {
+    normalize_fields(topic, &scan(body)?)
+}
+
+fn scan(body: &[u8]) -> Result<BodyFields<'_>, NormalizeError> {
+    BodyFields::parse(body).map_err(|e| NormalizeError::InvalidJson(e.to_string()))
+}
+
+fn read<'a, T: Deserialize<'a>>(body: &BodyFields<'a>) -> Result<T, NormalizeError> {
+    body.read()
+        .map_err(|e| NormalizeError::InvalidJson(e.to_string()))
+}
+
+fn normalize_fields(topic: ShopifyTopic, body: &BodyFields<'_>) -> Result<Event, NormalizeError> {
     match topic.scope() {
         TopicScope::Order => normalize_order(body),
         TopicScope::CustomerCompliance if topic == ShopifyTopic::CustomersRedact => {
-            let b: RedactBody = parse(body)?;
+            let b: RedactBody = read(body)?;
             let id = b
                 .customer
                 .and_then(|c| c.id)
@@ -141,15 +155,8 @@ pub fn normalize(topic: ShopifyTopic, body: &[u8]) -> Result<Event, NormalizeErr
     }
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, NormalizeError> {
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(NormalizeError::InvalidJson("expected a JSON object".into()));
-    }
-    serde_json::from_slice(body).map_err(|e| NormalizeError::InvalidJson(e.to_string()))
-}
-
-fn normalize_order(body: &[u8]) -> Result<Event, NormalizeError> {
-    let b: OrderBody = parse(body)?;
+fn normalize_order(body: &BodyFields<'_>) -> Result<Event, NormalizeError> {
+    let b: OrderBody = read(body)?;
     let order_id = b.id.ok_or(NormalizeError::Missing("id"))?.0;
     let Some(customer) = b.customer else {
         return Ok(Event::Skip("guest_order"));

@@ -2,22 +2,26 @@
 //!
 //! Per batch (up to `batch_size` records, or what arrives within `batch_wait`):
 //! 1. Decide every record against its partition's ledger (restoring the ledger from the
-//!    changelog first if this instance just got the partition).
-//! 2. Produce segment updates, quarantine copies and `shop/redact` fan-outs; await every ack.
-//! 3. Produce the changelog entries for the same records; await every ack.
+//!    changelog first if this instance just got the partition). Every 1,000 decided records
+//!    go to a sending task as a chunk, and deciding goes on while the chunk's acks come back.
+//! 2. Per chunk, in decision order: produce segment updates, quarantine copies and
+//!    `shop/redact` fan-outs; await every ack; then queue the changelog entries for the same
+//!    records.
+//! 3. Await every changelog ack of the batch.
 //! 4. Store each partition's last offset (librdkafka stores offset + 1); auto-commit sends
 //!    stored offsets every second, and on revoke and shutdown they are committed
 //!    synchronously.
 //!
-//! Why this order: if the process dies after (2) but before (3), a restart restores state
-//! without the record's effect, decides it again and re-emits the same update (same
-//! deterministic event id: harmless). If it dies after (3) but before (4), the restored state
+//! Why this order: if the process dies after a chunk's updates but before its changelog, a
+//! restart restores state without the records' effects, decides them again and re-emits the
+//! same updates (same deterministic event ids: harmless). If it dies after (3) but before
+//! (4), the restored state
 //! already has the effect and the redelivered record is a duplicate: nothing is emitted. No
 //! order of failures loses an update or applies an order twice. A failed produce abandons the
 //! batch: the affected partitions' state is dropped and the consumer seeks back to the batch's
 //! first offsets, which is exactly the restart path without the restart.
 //!
-//! Rebalances run inside `recv()`, i.e. between batches: a revoked partition's stored offsets
+//! Rebalances run inside `recv()`, i.e. between batches, when nothing is being produced: a revoked partition's stored offsets
 //! are committed before it goes, and a per-partition assignment epoch makes the loop drop
 //! state (and any records collected) from an assignment that ended.
 
@@ -29,9 +33,10 @@ use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset};
 use schemas::{headers as h, RecordKey, ShopifyTopic, UpdateKind};
+use tokio::sync::mpsc;
 
 use service_runtime::kafka::GroupContext;
 
@@ -53,6 +58,19 @@ struct Out {
     key: String,
     payload: Option<Vec<u8>>,
     headers: OwnedHeaders,
+}
+
+impl Out {
+    /// A rejected record as the producer hands it back, to send again or quarantine.
+    fn from_message(mut m: OwnedMessage) -> Out {
+        Out {
+            topic: m.topic().to_owned(),
+            partition: (m.partition() >= 0).then_some(m.partition()),
+            key: key_text(&m),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers: m.detach_headers().unwrap_or_default(),
+        }
+    }
 }
 
 /// Metric increments of one batch, applied only once the batch is acknowledged and its
@@ -98,10 +116,203 @@ impl Tally {
     }
 }
 
+/// One chunk of a batch's output: segment updates (with quarantine copies and fan-outs) and
+/// the changelog entries of the same records.
+struct Chunk {
+    outs: Vec<Out>,
+    changelog: Vec<Out>,
+}
+
+/// How many decided records make a chunk. The loop hands each chunk to the sender and goes on
+/// deciding while its acks come back, so only the last chunk's round trips are waited out
+/// (a 5,000-record batch of 7 KB bodies takes ~130 ms to decide; its acks ~60 ms).
+const CHUNK_RECORDS: usize = 1000;
+
+/// The producing half of the segmenter, cloned into the task that sends a batch's chunks.
+#[derive(Clone)]
+struct Sender {
+    producer: FutureProducer,
+    quarantine_topic: String,
+    produce_timeout: Duration,
+}
+
+impl Sender {
+    /// Send a batch's chunks as they come, in order; returns how many records the broker
+    /// rejected (quarantined as markers instead). Per chunk, its changelog entries are queued
+    /// only once all its updates are acknowledged (an entry must never be durable before the
+    /// update it stands for), and chunks are taken one at a time, so changelog entries reach
+    /// the broker in decision order: the compacted changelog keeps a key's last write, and an
+    /// older order version landing after a newer one would regress restored state. The
+    /// changelog's acks are awaited at the end; the caller stores offsets only after this
+    /// returns `Ok`.
+    async fn send_chunks(self, mut chunks: mpsc::Receiver<Chunk>) -> anyhow::Result<u64> {
+        let mut rejected = 0;
+        let mut changelog_acks = Vec::new();
+        while let Some(chunk) = chunks.recv().await {
+            rejected += self
+                .send_all(chunk.outs)
+                .await
+                .context("producing segment updates")?;
+            let (pending, refused) = self.queue(chunk.changelog).await?;
+            changelog_acks.push(pending);
+            // Not isolated: a changelog entry the broker refuses would leave restored state
+            // different from live state, so it fails the batch (entries are tiny; a refusal
+            // is systemic).
+            if let Some((_, e)) = refused.into_iter().next() {
+                return Err(anyhow::Error::new(e).context("the broker rejected a changelog entry"));
+            }
+        }
+        for pending in changelog_acks {
+            if let Some((_, e)) = acks(pending).await?.into_iter().next() {
+                return Err(anyhow::Error::new(e).context("the broker rejected a changelog entry"));
+            }
+        }
+        Ok(rejected)
+    }
+
+    /// Produce `outs` and wait for every acknowledgement. Returns how many records the broker
+    /// rejected for themselves and were replaced by quarantine markers.
+    async fn send_all(&self, outs: Vec<Out>) -> anyhow::Result<u64> {
+        let rejected = self.send_each(outs).await?;
+        if rejected.is_empty() {
+            return Ok(0);
+        }
+        // The broker judges a whole batch: records that shared one with an oversized record
+        // are refused with it. Each is sent again alone, and only a second refusal is its own.
+        let mut own = Vec::new();
+        for (o, first) in rejected {
+            let topic = o.topic.clone();
+            if let Some(again) = self.send_each(vec![o]).await?.pop() {
+                own.push(again);
+            } else {
+                tracing::info!(%topic, error = %first, "a record refused with its batch went through alone");
+            }
+        }
+        // The broker refused these records themselves (too large, invalid), which no retry
+        // fixes: keep the partition moving and leave a body-less quarantine marker with the
+        // record's headers (its source coordinates among them) and the broker's reason.
+        let markers: Vec<Out> = own
+            .into_iter()
+            .map(|(o, e)| {
+                tracing::error!(topic = %o.topic, key = %o.key, error = %e, "the broker rejected a record; quarantining a marker instead");
+                let detail = format!("producing to {} failed: {e}", o.topic);
+                Out {
+                    topic: self.quarantine_topic.clone(),
+                    partition: None,
+                    key: o.key,
+                    payload: None,
+                    headers: o
+                        .headers
+                        .insert(Header {
+                            key: h::QUARANTINE_REASON,
+                            value: Some("produce_rejected"),
+                        })
+                        .insert(Header {
+                            key: h::QUARANTINE_DETAIL,
+                            value: Some(truncate_str(&detail, 1024)),
+                        })
+                        .insert(Header {
+                            key: h::QUARANTINED_BY,
+                            value: Some("segmenter"),
+                        }),
+                }
+            })
+            .collect();
+        let n = markers.len() as u64;
+        if let Some((_, e)) = self.send_each(markers).await?.pop() {
+            return Err(anyhow::Error::new(e).context("the broker rejected a quarantine marker"));
+        }
+        Ok(n)
+    }
+
+    /// Produce `outs` and wait for every acknowledgement. Records the broker rejects for
+    /// what they are (see [`record_rejected`]) are handed back; any other failure fails the
+    /// whole call (the batch is retried).
+    async fn send_each(&self, outs: Vec<Out>) -> anyhow::Result<Vec<(Out, KafkaError)>> {
+        let (pending, mut rejected) = self.queue(outs).await?;
+        rejected.extend(acks(pending).await?);
+        Ok(rejected)
+    }
+
+    /// Queue `outs` with the producer, awaiting nothing but room in its queue. Every record
+    /// is queued before any acknowledgement is awaited, so a batch costs one round of linger
+    /// and round trip, not one per record. (`FutureProducer::send` would only queue a record
+    /// when its future is first polled.) The headers move into the producer, which hands
+    /// them back with a rejected record.
+    async fn queue(&self, outs: Vec<Out>) -> anyhow::Result<(Pending, Vec<(Out, KafkaError)>)> {
+        let mut pending = Vec::with_capacity(outs.len());
+        let mut rejected = Vec::new();
+        for o in outs {
+            let Out {
+                topic,
+                partition,
+                key,
+                payload,
+                headers,
+            } = o;
+            let mut record = FutureRecord::<str, [u8]>::to(&topic)
+                .key(key.as_str())
+                .headers(headers);
+            if let Some(p) = &payload {
+                record = record.payload(p.as_slice());
+            }
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
+            let queued_by = Instant::now() + self.produce_timeout;
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                        if Instant::now() < queued_by =>
+                    {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, back)) if record_rejected(&e) => {
+                        let headers = back.headers.unwrap_or_default();
+                        let o = Out {
+                            topic,
+                            partition,
+                            key,
+                            payload,
+                            headers,
+                        };
+                        rejected.push((o, e));
+                        break;
+                    }
+                    Err((e, _)) => return Err(anyhow::Error::new(e).context("queueing a record")),
+                }
+            }
+        }
+        Ok((pending, rejected))
+    }
+}
+
+/// Queued records' delivery futures.
+type Pending = Vec<DeliveryFuture>;
+
+/// Await `pending`; the records the broker rejected for what they are, handed back.
+async fn acks(pending: Pending) -> anyhow::Result<Vec<(Out, KafkaError)>> {
+    let mut rejected = Vec::new();
+    for delivery in pending {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, m))) if record_rejected(&e) => rejected.push((Out::from_message(m), e)),
+            Ok(Err((e, _))) => return Err(anyhow::Error::new(e).context("delivery failed")),
+            Err(_canceled) => anyhow::bail!("the producer shut down before delivery"),
+        }
+    }
+    Ok(rejected)
+}
+
 /// The running segmenter.
 pub struct Segmenter {
     consumer: StreamConsumer<GroupContext>,
-    producer: FutureProducer,
+    sender: Sender,
     restore_config: ClientConfig,
     rules: Rules,
     settings: Settings,
@@ -135,6 +346,11 @@ impl Segmenter {
                 ("enable.auto.commit", "true"),
                 ("auto.commit.interval.ms", "1000"),
                 ("client.id", "tierflow-segmenter"),
+                // A batch takes thousands of records off the prefetch queue at once; when the
+                // queue was full (`queued.max.messages.kbytes`, 64 MiB: ~9,000 order bodies)
+                // librdkafka postpones the partition's next fetch by this much, 1 s by
+                // default, which left the loop idle ~0.4 s of every third batch in a replay.
+                ("fetch.queue.backoff.ms", "20"),
             ],
             // Offsets are stored by the loop after a batch's acks, never by librdkafka on
             // delivery to the application.
@@ -193,7 +409,11 @@ impl Segmenter {
             .context("subscribing to the orders topic")?;
         Ok(Segmenter {
             consumer,
-            producer,
+            sender: Sender {
+                producer,
+                quarantine_topic: settings.topics.orders_quarantine.clone(),
+                produce_timeout: cfg.produce_timeout,
+            },
             restore_config,
             rules,
             settings: settings.clone(),
@@ -331,7 +551,26 @@ impl Segmenter {
                 self.state.insert(p, PartitionState { epoch, ledger });
             }
         }
+        // Chunks go to the sender as they are decided (see [`Sender::send_chunks`]); the
+        // channel holds every chunk of a batch, so handing one over never waits.
+        let (chunks, chunks_rx) = mpsc::channel(batch.len().div_ceil(CHUNK_RECORDS).max(1));
+        let sending = tokio::spawn(self.sender.clone().send_chunks(chunks_rx));
+        let mut in_chunk = 0;
         for (m, epoch) in &batch {
+            if in_chunk == CHUNK_RECORDS {
+                in_chunk = 0;
+                let chunk = Chunk {
+                    outs: std::mem::take(&mut outs),
+                    changelog: std::mem::take(&mut changelog),
+                };
+                // Refused only if the sender already failed; its error ends the batch below.
+                let _ = chunks.try_send(chunk);
+                // Deciding never awaits, and a task woken from this one waits in this worker's
+                // LIFO slot, which other workers do not steal from: without a yield the sender
+                // would start only after the last decision.
+                tokio::task::yield_now().await;
+            }
+            in_chunk += 1;
             let p = m.partition();
             if self.consumer.context().epoch(p) != Some(*epoch) {
                 // Received under an assignment that has since ended; its new owner (maybe us
@@ -376,26 +615,23 @@ impl Segmenter {
                 }
             }
         }
+        let _ = chunks.try_send(Chunk { outs, changelog });
+        drop(chunks);
         let decided = started.elapsed();
         let produce_started = Instant::now();
-        let result = async {
-            let rejected = self
-                .send_all(outs)
-                .await
-                .context("producing segment updates")?;
-            if rejected > 0 {
-                *tally.quarantined.entry("produce_rejected").or_default() += rejected;
+        // Awaited even when the batch is abandoned, so nothing of it is still being handed to
+        // the producer when its partitions are restored and decided anew (what was already
+        // queued reaches each partition before anything queued later).
+        let result = match sending.await {
+            Ok(Ok(rejected)) => {
+                if rejected > 0 {
+                    *tally.quarantined.entry("produce_rejected").or_default() += rejected;
+                }
+                Ok(())
             }
-            // Not isolated: a changelog entry the broker refuses would leave restored state
-            // different from live state, so it fails the batch (entries are tiny; a refusal
-            // is systemic).
-            match self.send_each(&changelog).await? {
-                rejected if rejected.is_empty() => Ok(()),
-                mut rejected => Err(anyhow::Error::new(rejected.swap_remove(0).1)
-                    .context("the broker rejected a changelog entry")),
-            }
-        }
-        .await;
+            Ok(Err(e)) => Err(e),
+            Err(join) => Err(anyhow::anyhow!("the sending task failed: {join}")),
+        };
         if let Err(e) = result {
             for (p, first) in &first_offsets {
                 self.state.remove(p);
@@ -519,8 +755,7 @@ impl Segmenter {
         tally: &mut Tally,
     ) -> &'static str {
         let p = m.partition();
-        let headers = header_map(m);
-        let get = |name: &str| headers.get(name).map(String::as_str);
+        let get = |name: &str| header(m, name);
         let (Some(topic), Some(shop)) = (get(h::SHOPIFY_TOPIC), get(h::SHOPIFY_SHOP_DOMAIN)) else {
             return self.quarantined(
                 m,
@@ -659,115 +894,6 @@ impl Segmenter {
         decision.outcome
     }
 
-    /// Produce `outs` and wait for every acknowledgement. Returns how many records the broker
-    /// rejected for themselves and were replaced by quarantine markers.
-    async fn send_all(&self, outs: Vec<Out>) -> anyhow::Result<u64> {
-        let mut rejected = self.send_each(&outs).await?;
-        if rejected.is_empty() {
-            return Ok(0);
-        }
-        // The broker judges a whole batch: records that shared one with an oversized record
-        // are refused with it. Each is sent again alone, and only a second refusal is its own.
-        let mut own = Vec::new();
-        for (i, first) in rejected.drain(..) {
-            let again = self.send_each(std::slice::from_ref(&outs[i])).await?;
-            if let Some((_, e)) = again.into_iter().next() {
-                own.push((i, e));
-            } else {
-                tracing::info!(topic = %outs[i].topic, error = %first, "a record refused with its batch went through alone");
-            }
-        }
-        // The broker refused these records themselves (too large, invalid), which no retry
-        // fixes: keep the partition moving and leave a body-less quarantine marker with the
-        // record's headers (its source coordinates among them) and the broker's reason.
-        let markers: Vec<Out> = own
-            .into_iter()
-            .map(|(i, e)| {
-                let o = &outs[i];
-                tracing::error!(topic = %o.topic, key = %o.key, error = %e, "the broker rejected a record; quarantining a marker instead");
-                let detail = format!("producing to {} failed: {e}", o.topic);
-                Out {
-                    topic: self.settings.topics.orders_quarantine.clone(),
-                    partition: None,
-                    key: o.key.clone(),
-                    payload: None,
-                    headers: o
-                        .headers
-                        .clone()
-                        .insert(Header {
-                            key: h::QUARANTINE_REASON,
-                            value: Some("produce_rejected"),
-                        })
-                        .insert(Header {
-                            key: h::QUARANTINE_DETAIL,
-                            value: Some(truncate_str(&detail, 1024)),
-                        })
-                        .insert(Header {
-                            key: h::QUARANTINED_BY,
-                            value: Some("segmenter"),
-                        }),
-                }
-            })
-            .collect();
-        let n = markers.len() as u64;
-        let still = self.send_each(&markers).await?;
-        if let Some((_, e)) = still.into_iter().next() {
-            return Err(anyhow::Error::new(e).context("the broker rejected a quarantine marker"));
-        }
-        Ok(n)
-    }
-
-    /// Produce `outs` and wait for every acknowledgement. Records the broker rejects for
-    /// what they are (see [`record_rejected`]) are returned by index; any other failure fails
-    /// the whole call (the batch is retried).
-    async fn send_each(&self, outs: &[Out]) -> anyhow::Result<Vec<(usize, KafkaError)>> {
-        // Every record is queued before any acknowledgement is awaited, so a batch costs one
-        // round of linger + round trip, not one per record. (`FutureProducer::send` would only
-        // queue a record when its future is first polled.)
-        let mut pending = Vec::with_capacity(outs.len());
-        let mut rejected = Vec::new();
-        for (i, o) in outs.iter().enumerate() {
-            let mut record = FutureRecord::<str, [u8]>::to(&o.topic)
-                .key(o.key.as_str())
-                .headers(o.headers.clone());
-            if let Some(p) = &o.payload {
-                record = record.payload(p.as_slice());
-            }
-            if let Some(p) = o.partition {
-                record = record.partition(p);
-            }
-            let queued_by = Instant::now() + self.settings.segmenter.produce_timeout;
-            loop {
-                match self.producer.send_result(record) {
-                    Ok(delivery) => {
-                        pending.push((i, delivery));
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                        if Instant::now() < queued_by =>
-                    {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err((e, _)) if record_rejected(&e) => {
-                        rejected.push((i, e));
-                        break;
-                    }
-                    Err((e, _)) => return Err(anyhow::Error::new(e).context("queueing a record")),
-                }
-            }
-        }
-        for (i, delivery) in pending {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) if record_rejected(&e) => rejected.push((i, e)),
-                Ok(Err((e, _))) => return Err(anyhow::Error::new(e).context("delivery failed")),
-                Err(_canceled) => anyhow::bail!("the producer shut down before delivery"),
-            }
-        }
-        Ok(rejected)
-    }
-
     /// Rebuild the ledgers of `partitions` from their changelog partitions.
     async fn restore(&self, partitions: Vec<i32>) -> anyhow::Result<HashMap<i32, Ledger>> {
         let started = Instant::now();
@@ -844,16 +970,18 @@ pub fn restore_partitions(
     Ok((ledgers, records))
 }
 
-fn header_map(m: &OwnedMessage) -> HashMap<String, String> {
-    m.headers()
-        .map(|hs| {
-            hs.iter()
-                .filter_map(|h| {
-                    Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// The value of header `name` of `m`: the last one if it is repeated (as a map of the headers
+/// would have it), and only if it is UTF-8. Looked up in place, without copying the headers.
+fn header<'m>(m: &'m OwnedMessage, name: &str) -> Option<&'m str> {
+    let hs = m.headers()?;
+    (0..hs.count()).rev().find_map(|i| {
+        let h = hs.get(i);
+        if h.key == name {
+            std::str::from_utf8(h.value?).ok()
+        } else {
+            None
+        }
+    })
 }
 
 /// `hs` plus where `m` came from (topic, partition, offset).
