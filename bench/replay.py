@@ -84,6 +84,10 @@ def main():
     print(f"segmenter replay        {med['replay']:9.0f} records/s")
     print(f"librdkafka consumer     {med['plain']:9.0f} records/s  (ratio {med['replay'] / med['plain']:.2f})")
     print(f"ConsumerPerformance     {med['consumer_perf']:9.0f} records/s  (ratio {med['replay'] / med['consumer_perf']:.2f})")
+    per_round = [r["replay"] / r["consumer_perf"] for r in rounds]
+    print("segmenter/ConsumerPerformance per round: "
+          + ", ".join(f"{x:.2f}" for x in per_round)
+          + f" (median {statistics.median(per_round):.2f})")
 
 
 if __name__ == "__main__":

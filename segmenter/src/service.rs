@@ -27,12 +27,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{
+    BorrowedHeaders, BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage,
+};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset};
 use schemas::{headers as h, RecordKey, ShopifyTopic, UpdateKind};
@@ -311,7 +314,9 @@ async fn acks(pending: Pending) -> anyhow::Result<Vec<(Out, KafkaError)>> {
 
 /// The running segmenter.
 pub struct Segmenter {
-    consumer: StreamConsumer<GroupContext>,
+    /// Shared so a batch can borrow its records from the consumer (no copy of each ~7 KB
+    /// body) while the loop changes the rest of `self`.
+    consumer: Arc<StreamConsumer<GroupContext>>,
     sender: Sender,
     restore_config: ClientConfig,
     rules: Rules,
@@ -408,7 +413,7 @@ impl Segmenter {
             .subscribe(&[topics.orders.as_str()])
             .context("subscribing to the orders topic")?;
         Ok(Segmenter {
-            consumer,
+            consumer: Arc::new(consumer),
             sender: Sender {
                 producer,
                 quarantine_topic: settings.topics.orders_quarantine.clone(),
@@ -429,9 +434,10 @@ impl Segmenter {
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(200);
         loop {
+            let consumer = Arc::clone(&self.consumer);
             let batch = tokio::select! {
                 () = &mut shutdown => break,
-                batch = self.collect() => batch?,
+                batch = self.collect(&consumer) => batch?,
             };
             if batch.is_empty() {
                 continue;
@@ -471,7 +477,10 @@ impl Segmenter {
     }
 
     /// Wait for one record, then take what else arrives within `batch_wait`.
-    async fn collect(&self) -> anyhow::Result<Vec<(OwnedMessage, u64)>> {
+    async fn collect<'c>(
+        &self,
+        consumer: &'c StreamConsumer<GroupContext>,
+    ) -> anyhow::Result<Vec<(BorrowedMessage<'c>, u64)>> {
         let cfg = &self.settings.segmenter;
         let mut batch = Vec::new();
         // librdkafka reports broker trouble (transport failures, a broker down) as consumer
@@ -479,7 +488,7 @@ impl Segmenter {
         // loop's own failures end the service.
         let waiting = Instant::now();
         let first = loop {
-            match self.consumer.recv().await {
+            match consumer.recv().await {
                 Ok(m) => break m,
                 Err(e) => {
                     tracing::warn!(error = %e, "Kafka consumer error; librdkafka retries");
@@ -493,18 +502,16 @@ impl Segmenter {
             .with_label_values(&["wait"])
             .observe(collecting.duration_since(waiting).as_secs_f64());
         let deadline = tokio::time::Instant::now() + cfg.batch_wait;
-        let tag = |m: &rdkafka::message::BorrowedMessage<'_>| {
-            self.consumer.context().epoch(m.partition())
-        };
+        let tag = |m: &BorrowedMessage<'_>| consumer.context().epoch(m.partition());
         if let Some(epoch) = tag(&first) {
-            batch.push((first.detach(), epoch));
+            batch.push((first, epoch));
         }
         while batch.len() < cfg.batch_size {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
                 Err(_elapsed) => break,
                 Ok(Ok(m)) => {
                     if let Some(epoch) = tag(&m) {
-                        batch.push((m.detach(), epoch));
+                        batch.push((m, epoch));
                     }
                 }
                 Ok(Err(e)) => {
@@ -520,7 +527,7 @@ impl Segmenter {
         Ok(batch)
     }
 
-    async fn process(&mut self, batch: Vec<(OwnedMessage, u64)>) -> anyhow::Result<()> {
+    async fn process(&mut self, batch: Vec<(BorrowedMessage<'_>, u64)>) -> anyhow::Result<()> {
         let started = Instant::now();
         let orders_topic = self.settings.topics.orders.clone();
         let mut first_offsets: BTreeMap<i32, i64> = BTreeMap::new();
@@ -685,22 +692,25 @@ impl Segmenter {
 
     /// A quarantine copy of `m`: its headers plus where it came from and why, its body cut
     /// to what the quarantine topic takes (the whole record stays at its source offset).
-    fn quarantine_copy(&self, m: &OwnedMessage, reason: &str, detail: &str) -> Out {
+    fn quarantine_copy(&self, m: &BorrowedMessage<'_>, reason: &str, detail: &str) -> Out {
         let payload = m.payload().unwrap_or_default();
         let detail = truncate_str(detail, 1024);
-        let mut hs = with_source(m.headers().cloned().unwrap_or_default(), m)
-            .insert(Header {
-                key: h::QUARANTINE_REASON,
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: h::QUARANTINE_DETAIL,
-                value: Some(detail),
-            })
-            .insert(Header {
-                key: h::QUARANTINED_BY,
-                value: Some("segmenter"),
-            });
+        let mut hs = with_source(
+            m.headers().map(BorrowedHeaders::detach).unwrap_or_default(),
+            m,
+        )
+        .insert(Header {
+            key: h::QUARANTINE_REASON,
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: h::QUARANTINE_DETAIL,
+            value: Some(detail),
+        })
+        .insert(Header {
+            key: h::QUARANTINED_BY,
+            value: Some("segmenter"),
+        });
         let key = key_text(m);
         let overhead = key.len() + headers_len(&hs) + RECORD_OVERHEAD;
         let room = self.quarantine_max_bytes.saturating_sub(overhead);
@@ -735,7 +745,7 @@ impl Segmenter {
     /// Quarantine `m` for `reason`; returns the outcome label.
     fn quarantined(
         &self,
-        m: &OwnedMessage,
+        m: &BorrowedMessage<'_>,
         tally: &mut Tally,
         reason: &'static str,
         detail: &str,
@@ -749,7 +759,7 @@ impl Segmenter {
     /// Decide one record, appending what it produces. Returns the outcome label.
     fn decide_record(
         &mut self,
-        m: &OwnedMessage,
+        m: &BorrowedMessage<'_>,
         outs: &mut Vec<Out>,
         changelog: &mut Vec<Out>,
         tally: &mut Tally,
@@ -783,7 +793,7 @@ impl Segmenter {
         if topic == ShopifyTopic::ShopRedact && get(h::FANOUT_FROM).is_none() {
             // A shop's customers live in every partition: hand each partition's owner a copy.
             for target in 0..self.orders_partitions {
-                let hs = m.headers().cloned().unwrap_or_default();
+                let hs = m.headers().map(BorrowedHeaders::detach).unwrap_or_default();
                 outs.push(Out {
                     topic: self.settings.topics.orders.clone(),
                     partition: Some(target),
@@ -972,7 +982,7 @@ pub fn restore_partitions(
 
 /// The value of header `name` of `m`: the last one if it is repeated (as a map of the headers
 /// would have it), and only if it is UTF-8. Looked up in place, without copying the headers.
-fn header<'m>(m: &'m OwnedMessage, name: &str) -> Option<&'m str> {
+fn header<'m>(m: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
     let hs = m.headers()?;
     (0..hs.count()).rev().find_map(|i| {
         let h = hs.get(i);
@@ -985,7 +995,7 @@ fn header<'m>(m: &'m OwnedMessage, name: &str) -> Option<&'m str> {
 }
 
 /// `hs` plus where `m` came from (topic, partition, offset).
-fn with_source(hs: OwnedHeaders, m: &OwnedMessage) -> OwnedHeaders {
+fn with_source(hs: OwnedHeaders, m: &BorrowedMessage<'_>) -> OwnedHeaders {
     hs.insert(Header {
         key: h::SOURCE_TOPIC,
         value: Some(m.topic()),
@@ -1031,7 +1041,7 @@ fn truncate_str(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn key_text(m: &OwnedMessage) -> String {
+fn key_text(m: &impl Message) -> String {
     m.key()
         .map(|k| String::from_utf8_lossy(k).into_owned())
         .unwrap_or_default()
