@@ -20,8 +20,8 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::Method;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
+use schemas::TierTable;
 use schemas::{SegmentUpdate, UpdateKind};
-use segmenter::tiers::TierTable;
 use serde_json::{json, Value};
 
 use crate::client::{ErrorClass, Failure, OktaClient, Operation};

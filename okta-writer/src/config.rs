@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use schemas::{TierRow, TierTable};
 use secrecy::SecretString;
-use segmenter::tiers::{TierRow, TierTable};
 use serde::Deserialize;
 use service_runtime::config::{
     de, ConfigError, KafkaConfig, ServiceSettings, TelemetryConfig, TopicsConfig,
@@ -307,7 +307,7 @@ impl Settings {
     }
 
     pub fn tier_table(&self) -> Result<TierTable, ConfigError> {
-        TierTable::new(self.tiers.clone())
+        Ok(TierTable::new(self.tiers.clone())?)
     }
 
     /// The org URL without a trailing slash.

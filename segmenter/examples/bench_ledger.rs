@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use rust_decimal::Decimal;
 use schemas::ShopifyTopic;
+use schemas::TierTable;
 use segmenter::ledger::Ledger;
 use segmenter::normalize::{normalize, NormalizedOrder};
 use segmenter::rules::{decide, RecordMeta, Rules, SpendConfig};
-use segmenter::tiers::TierTable;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -11,7 +11,7 @@ use service_runtime::config::{
 };
 
 use crate::rules::{Rules, SpendConfig};
-use crate::tiers::{TierRow, TierTable};
+use schemas::{TierRow, TierTable};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Settings {

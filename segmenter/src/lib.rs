@@ -2,8 +2,13 @@
 //!
 //! - [`normalize`]: raw webhook bodies to order facts (exact ids and decimal amounts).
 //! - [`ledger`]: per-customer newest-version-per-order ledgers; the restorable state.
-//! - [`tiers`]: the validated half-open tier table.
-//! - [`rules`]: the spend rule, the rule version, and the decision for one event.
+//! - [`rules`]: the spend rule, the rule version, and the decision for one event (over the tier
+//!   table in [`schemas::tiers`], which the Okta writer reads too).
+//! - [`service`]: the consumer loop (batches, chunked produce, offsets after acks) and restore
+//!   from the changelog.
+//! - [`replay`]: `segmenter replay`: offset resets by time or offset, state reset, digests.
+//! - [`whatif`]: `segmenter whatif`: the tier changes another tier table would cause.
+//! - [`config`], [`metrics`]: typed settings, validated at startup; the Prometheus metrics.
 
 pub mod config;
 pub mod ledger;
@@ -12,7 +17,6 @@ pub mod normalize;
 pub mod replay;
 pub mod rules;
 pub mod service;
-pub mod tiers;
 pub mod whatif;
 
 use std::future::Future;

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ledger::{CustomerKey, Ledger, OrderRecord, Summary};
 use crate::normalize::{Event, NormalizedOrder};
-use crate::tiers::TierTable;
+use schemas::TierTable;
 
 /// `[spend]`: which orders count. Defaults: paid and partially paid/refunded orders count;
 /// pending and authorized (not yet paid), refunded and voided orders do not; test and

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::ledger::Ledger;
 use crate::normalize::interpret;
 use crate::rules::{decide, RecordMeta, Rules, SpendConfig};
-use crate::tiers::{TierRow, TierTable};
+use schemas::{TierRow, TierTable};
 
 /// The alternative rules file: `[[tiers]]`, and optionally `[spend]` (default: the current).
 #[derive(Debug, Deserialize)]

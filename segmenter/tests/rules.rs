@@ -3,11 +3,11 @@
 
 use proptest::prelude::*;
 use rust_decimal::Decimal;
+use schemas::TierTable;
 use schemas::{ShopifyTopic, UpdateKind};
 use segmenter::ledger::Ledger;
 use segmenter::normalize::{normalize, Event, NormalizedOrder};
 use segmenter::rules::{decide, Decision, RecordMeta, Rules, SpendConfig};
-use segmenter::tiers::TierTable;
 
 const SHOP: &str = "shop.myshopify.com";
 

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::*;
 use rust_decimal::Decimal;
-use segmenter::tiers::TierTable;
+use schemas::TierTable;
 
 const OTHER: &str = r#"
 [[tiers]]

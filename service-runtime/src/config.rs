@@ -52,6 +52,13 @@ pub enum ConfigError {
     Invalid { field: String, message: String },
 }
 
+/// A refused `[[tiers]]` table is a config error at `tiers`.
+impl From<schemas::TierTableError> for ConfigError {
+    fn from(e: schemas::TierTableError) -> Self {
+        ConfigError::invalid("tiers", e.to_string())
+    }
+}
+
 impl ConfigError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
@@ -389,6 +396,15 @@ pub fn process_env() -> impl Iterator<Item = (String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_tier_table_is_reported_at_tiers() {
+        let e = ConfigError::from(schemas::TierTable::new(vec![]).unwrap_err()).to_string();
+        assert!(
+            e.starts_with("invalid config at `tiers`: no [[tiers]] rows"),
+            "{e}"
+        );
+    }
 
     /// A service's view: two shared sections plus `[dev]` standing in for a service section.
     #[derive(Debug, Deserialize)]
