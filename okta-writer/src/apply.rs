@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 
 use crate::client::{ErrorClass, Failure, OktaClient, Operation};
 use crate::config::{MissingUser, OktaConfig, UserLookup};
+use crate::failure::DeadLetterReason;
 use crate::metrics::Metrics;
 
 /// A tier's Okta group, resolved.
@@ -147,7 +148,7 @@ pub enum ApplyError {
     /// Dead-letter it: `reason` is the bounded label, the message says the rest.
     #[error("{reason}: {message}")]
     Permanent {
-        reason: &'static str,
+        reason: DeadLetterReason,
         message: String,
         failure: Option<Failure>,
     },
@@ -159,22 +160,23 @@ pub enum ApplyError {
 impl ApplyError {
     fn from_failure(f: Failure, client: &OktaClient) -> ApplyError {
         match f.class() {
-            // A 401 always means the credentials; a 403 on its own can be one protected user,
-            // so only a run of them across calls counts as systemic.
+            // A 401 (or the token endpoint refusing the client) always means the credentials;
+            // a 403 on its own can be one protected user, so only a run of them across calls
+            // counts as systemic.
             ErrorClass::Credentials
-                if f.last.status == Some(401) || client.consecutive_auth_failures() >= 3 =>
+                if f.last.rejects_credentials() || client.consecutive_auth_failures() >= 3 =>
             {
                 ApplyError::Credentials(f)
             }
             _ => {
-                let reason = if f.last.invalid_response.is_some() && !f.exhausted {
-                    "invalid_response"
+                let reason = if f.last.is_unusable_answer() && !f.exhausted {
+                    DeadLetterReason::InvalidResponse
                 } else if f.exhausted {
-                    "retries_exhausted"
-                } else if f.last.status == Some(404) {
-                    "not_found"
+                    DeadLetterReason::RetriesExhausted
+                } else if f.last.status() == Some(404) {
+                    DeadLetterReason::NotFound
                 } else {
-                    "okta_rejected"
+                    DeadLetterReason::OktaRejected
                 };
                 ApplyError::Permanent {
                     reason,
@@ -185,9 +187,10 @@ impl ApplyError {
         }
     }
 
+    /// The bounded label: a dead-letter reason, or `credentials`.
     pub fn reason(&self) -> &'static str {
         match self {
-            ApplyError::Permanent { reason, .. } => reason,
+            ApplyError::Permanent { reason, .. } => reason.label(),
             ApplyError::Credentials(_) => "credentials",
         }
     }
@@ -200,7 +203,7 @@ impl ApplyError {
     }
 }
 
-fn permanent(reason: &'static str, message: impl Into<String>) -> ApplyError {
+fn permanent(reason: DeadLetterReason, message: impl Into<String>) -> ApplyError {
     ApplyError::Permanent {
         reason,
         message: message.into(),
@@ -304,7 +307,7 @@ impl Applier {
                         .to_owned(),
                 )),
                 many => Err(permanent(
-                    "ambiguous_user",
+                    DeadLetterReason::AmbiguousUser,
                     format!("{expr} matches {} Okta users", many.len()),
                 )),
             }
@@ -319,13 +322,19 @@ impl Applier {
             }
             UserLookup::Email => {
                 let email = u.email.as_deref().ok_or_else(|| {
-                    permanent("no_email", "the update has no email to look the user up by")
+                    permanent(
+                        DeadLetterReason::NoEmail,
+                        "the update has no email to look the user up by",
+                    )
                 })?;
                 search(format!("profile.email eq {}", quoted(email))).await
             }
             UserLookup::Login => {
                 let email = u.email.as_deref().ok_or_else(|| {
-                    permanent("no_email", "the update has no email to look the user up by")
+                    permanent(
+                        DeadLetterReason::NoEmail,
+                        "the update has no email to look the user up by",
+                    )
                 })?;
                 if email.contains('/') {
                     // Okta cannot address a login with `/` in the path.
@@ -343,7 +352,9 @@ impl Applier {
                             .unwrap_or_default()
                             .to_owned(),
                     )),
-                    Err(f) if f.last.status == Some(404) => Ok(Lookup::Missing(Some(Box::new(f)))),
+                    Err(f) if f.last.status() == Some(404) => {
+                        Ok(Lookup::Missing(Some(Box::new(f))))
+                    }
                     Err(f) => Err(ApplyError::from_failure(f, c)),
                 }
             }
@@ -351,10 +362,12 @@ impl Applier {
     }
 
     async fn create_user(&self, u: &SegmentUpdate, patch: &Value) -> Result<String, ApplyError> {
-        let email = u
-            .email
-            .as_deref()
-            .ok_or_else(|| permanent("no_email", "cannot create an Okta user without an email"))?;
+        let email = u.email.as_deref().ok_or_else(|| {
+            permanent(
+                DeadLetterReason::NoEmail,
+                "cannot create an Okta user without an email",
+            )
+        })?;
         let mut profile = patch.as_object().cloned().unwrap_or_default();
         profile.insert("login".into(), json!(email));
         profile.insert("email".into(), json!(email));
@@ -390,17 +403,17 @@ impl Applier {
             (UpdateKind::Segment, Some(t)) => Some(
                 self.groups
                     .id_of(&t.okta_group)
-                    .ok_or_else(|| permanent("unknown_group", format!("tier `{}` names Okta group `{}`, which is not in this writer's [[tiers]]", t.name, t.okta_group)))?
+                    .ok_or_else(|| permanent(DeadLetterReason::UnknownGroup, format!("tier `{}` names Okta group `{}`, which is not in this writer's [[tiers]]", t.name, t.okta_group)))?
                     .to_owned(),
             ),
-            (UpdateKind::Segment, None) => return Err(permanent("invalid_record", "a segment update without a tier")),
+            (UpdateKind::Segment, None) => return Err(permanent(DeadLetterReason::InvalidRecord, "a segment update without a tier")),
             (UpdateKind::Redact, _) => None,
         };
         // The segmenter never emits these; a record that says so came from elsewhere and must
         // not reach a marketer's profile.
         if u.total_spent.is_sign_negative() && !u.total_spent.is_zero() {
             return Err(permanent(
-                "invalid_record",
+                DeadLetterReason::InvalidRecord,
                 format!("total_spent {} is negative", u.total_spent),
             ));
         }
@@ -426,7 +439,7 @@ impl Applier {
                 Lookup::Missing(lookup) => match self.missing_user {
                     MissingUser::DeadLetter => {
                         return Err(ApplyError::Permanent {
-                            reason: "missing_user",
+                            reason: DeadLetterReason::MissingUser,
                             message: format!(
                                 "no Okta user matches the customer (lookup: {:?})",
                                 self.lookup
@@ -475,14 +488,14 @@ impl Applier {
                 .await
             {
                 Ok(_) => {}
-                Err(f) if f.last.status == Some(404) && known.is_some() => {
+                Err(f) if f.last.status() == Some(404) && known.is_some() => {
                     // The cached id is gone (user deleted and re-created?): look up once more.
                     self.cache.invalidate(&key);
                     user_id = match self.find_user(u).await? {
                         Lookup::Found(id) => id,
                         Lookup::Missing(lookup) => {
                             return Err(ApplyError::Permanent {
-                                reason: "missing_user",
+                                reason: DeadLetterReason::MissingUser,
                                 message: "the Okta user the writer knew is gone and no other \
                                           matches"
                                     .into(),
@@ -577,7 +590,7 @@ impl Applier {
             {
                 Ok(_) => {}
                 // Not a member (or already gone): the effect is in place.
-                Err(f) if f.last.status == Some(404) => {}
+                Err(f) if f.last.status() == Some(404) => {}
                 Err(f) => return Err(ApplyError::from_failure(f, &self.client)),
             }
         }

@@ -127,76 +127,130 @@ pub struct ErrorBody {
 
 /// One failed attempt.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{operation}: {}", self.describe())]
+#[error("{operation}: {kind}")]
 pub struct OktaError {
     pub operation: &'static str,
-    /// HTTP status; `None` for a timeout or connection error.
-    pub status: Option<u16>,
-    pub body: ErrorBody,
+    /// Okta's `X-Okta-Request-Id` of the answer, when there was one.
     pub request_id: Option<String>,
-    /// Transport failure text (no status).
-    pub transport: Option<String>,
-    /// Why a 2xx response was unusable, if that is the failure.
-    pub invalid_response: Option<String>,
+    pub kind: OktaErrorKind,
+}
+
+/// What went wrong in one attempt; each kind knows its [`ErrorClass`].
+#[derive(Debug, Clone)]
+pub enum OktaErrorKind {
+    /// No answer: a timeout, a connection or read failure.
+    Transport(String),
+    /// An error status with Okta's error body.
+    Status { status: u16, body: ErrorBody },
+    /// The OAuth token endpoint refused the client (its `error` and `error_description`, put
+    /// in the body's code and summary). Any 4xx but 429 there is about the credentials.
+    TokenRefused { status: u16, body: ErrorBody },
+    /// A 2xx whose body the call cannot use (a proxy's page, a truncated body, a page without
+    /// its items): may be a passing fault, so retried.
+    InvalidResponse { status: u16, detail: String },
+    /// Nothing was sent: the request could not be built (e.g. signing the client assertion).
+    Local(String),
+}
+
+impl std::fmt::Display for OktaErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OktaErrorKind::Transport(t) => write!(f, "request failed: {t}"),
+            OktaErrorKind::InvalidResponse { detail, .. } | OktaErrorKind::Local(detail) => {
+                write!(f, "unexpected response: {detail}")
+            }
+            OktaErrorKind::Status { status, body }
+            | OktaErrorKind::TokenRefused { status, body } => {
+                let causes: Vec<&str> = body
+                    .error_causes
+                    .iter()
+                    .filter_map(|c| c.get("errorSummary").and_then(Value::as_str))
+                    .collect();
+                write!(
+                    f,
+                    "HTTP {status} {} {}",
+                    body.error_code.as_deref().unwrap_or("-"),
+                    body.error_summary.as_deref().unwrap_or("")
+                )?;
+                if !causes.is_empty() {
+                    write!(f, " ({})", causes.join("; "))?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 impl OktaError {
-    fn describe(&self) -> String {
-        if let Some(t) = &self.transport {
-            return format!("request failed: {t}");
+    pub fn new(operation: &'static str, kind: OktaErrorKind) -> OktaError {
+        OktaError {
+            operation,
+            request_id: None,
+            kind,
         }
-        if let Some(m) = &self.invalid_response {
-            return format!("unexpected response: {m}");
+    }
+
+    /// A failure outside HTTP (e.g. building a client assertion).
+    pub fn local(operation: &'static str, message: impl Into<String>) -> OktaError {
+        OktaError::new(operation, OktaErrorKind::Local(message.into()))
+    }
+
+    /// The HTTP status of the answer, if there was one.
+    pub fn status(&self) -> Option<u16> {
+        match &self.kind {
+            OktaErrorKind::Status { status, .. }
+            | OktaErrorKind::TokenRefused { status, .. }
+            | OktaErrorKind::InvalidResponse { status, .. } => Some(*status),
+            OktaErrorKind::Transport(_) | OktaErrorKind::Local(_) => None,
         }
-        let causes: Vec<String> = self
-            .body
-            .error_causes
-            .iter()
-            .filter_map(|c| {
-                c.get("errorSummary")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
-            .collect();
-        format!(
-            "HTTP {} {} {}{}",
-            self.status.unwrap_or(0),
-            self.body.error_code.as_deref().unwrap_or("-"),
-            self.body.error_summary.as_deref().unwrap_or(""),
-            if causes.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", causes.join("; "))
+    }
+
+    /// Okta's error body, if the answer carried one.
+    pub fn body(&self) -> Option<&ErrorBody> {
+        match &self.kind {
+            OktaErrorKind::Status { body, .. } | OktaErrorKind::TokenRefused { body, .. } => {
+                Some(body)
             }
+            _ => None,
+        }
+    }
+
+    /// Okta said no to the credentials themselves (a 401, or the token endpoint refusing the
+    /// client), as opposed to a 403 that may concern one protected user.
+    pub fn rejects_credentials(&self) -> bool {
+        match &self.kind {
+            OktaErrorKind::Status { status, .. } => *status == 401,
+            OktaErrorKind::TokenRefused { status, .. } => {
+                (400..500).contains(status) && *status != 429
+            }
+            _ => false,
+        }
+    }
+
+    /// Okta answered but not with what the call needs, or nothing could be sent.
+    pub fn is_unusable_answer(&self) -> bool {
+        matches!(
+            self.kind,
+            OktaErrorKind::InvalidResponse { .. } | OktaErrorKind::Local(_)
         )
     }
 
     pub fn class(&self) -> ErrorClass {
-        // A 2xx without what the call needs (a proxy's page, a truncated body) may be a
-        // passing fault: retried, then dead-lettered with its context.
-        if self.invalid_response.is_some() && self.status.is_some_and(|s| (200..300).contains(&s)) {
-            return ErrorClass::Transient;
-        }
-        match self.status {
-            None => ErrorClass::Transient,
-            Some(429) | Some(500..=599) => ErrorClass::Transient,
-            Some(409) if self.body.error_code.as_deref() == Some("E0000112") => {
-                ErrorClass::Transient
+        let by_status = |status: u16, body: &ErrorBody| match status {
+            429 | 500..=599 => ErrorClass::Transient,
+            409 if body.error_code.as_deref() == Some("E0000112") => ErrorClass::Transient,
+            401 | 403 => ErrorClass::Credentials,
+            _ => ErrorClass::Permanent,
+        };
+        match &self.kind {
+            OktaErrorKind::Transport(_)
+            | OktaErrorKind::InvalidResponse { .. }
+            | OktaErrorKind::Local(_) => ErrorClass::Transient,
+            OktaErrorKind::TokenRefused { .. } if self.rejects_credentials() => {
+                ErrorClass::Credentials
             }
-            Some(401) | Some(403) => ErrorClass::Credentials,
-            Some(_) => ErrorClass::Permanent,
-        }
-    }
-
-    /// A generic failure outside HTTP (e.g. building a client assertion).
-    pub fn local(operation: &'static str, message: impl Into<String>) -> OktaError {
-        OktaError {
-            operation,
-            status: None,
-            body: ErrorBody::default(),
-            request_id: None,
-            transport: None,
-            invalid_response: Some(message.into()),
+            OktaErrorKind::Status { status, body }
+            | OktaErrorKind::TokenRefused { status, body } => by_status(*status, body),
         }
     }
 }
@@ -465,30 +519,39 @@ impl OktaClient {
         if status != 200 {
             // OAuth errors use `error`/`error_description`; map them onto Okta's error fields.
             let err = OktaError {
-                operation: op.name(),
-                status: Some(if (400..500).contains(&status) && status != 429 {
-                    401
-                } else {
-                    status
-                }),
-                body: ErrorBody {
-                    error_code: body.get("error").and_then(Value::as_str).map(str::to_owned),
-                    error_summary: body
-                        .get("error_description")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                    ..ErrorBody::default()
-                },
                 request_id,
-                transport: None,
-                invalid_response: None,
+                ..OktaError::new(
+                    op.name(),
+                    OktaErrorKind::TokenRefused {
+                        status,
+                        body: ErrorBody {
+                            error_code: body
+                                .get("error")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned),
+                            error_summary: body
+                                .get("error_description")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned),
+                            ..ErrorBody::default()
+                        },
+                    },
+                )
             };
             return Err(err);
         }
         let token = body
             .get("access_token")
             .and_then(Value::as_str)
-            .ok_or_else(|| OktaError::local(op.name(), "token response without access_token"))?;
+            .ok_or_else(|| {
+                OktaError::new(
+                    op.name(),
+                    OktaErrorKind::InvalidResponse {
+                        status,
+                        detail: "token response without access_token".into(),
+                    },
+                )
+            })?;
         let lifetime = body
             .get("expires_in")
             .and_then(Value::as_u64)
@@ -511,14 +574,7 @@ impl OktaClient {
         } else {
             "failed"
         };
-        OktaError {
-            operation: op.name(),
-            status: None,
-            body: ErrorBody::default(),
-            request_id: None,
-            transport: Some(format!("{what}: {e}")),
-            invalid_response: None,
-        }
+        OktaError::new(op.name(), OktaErrorKind::Transport(format!("{what}: {e}")))
     }
 
     /// One attempt: wait for budget, send, read, record.
@@ -570,7 +626,7 @@ impl OktaClient {
             .await;
         let status = match &result {
             Ok(r) => Some(r.status),
-            Err(e) => e.status,
+            Err(e) => e.status(),
         };
         if let Some(s) = status {
             span.record("http.response.status_code", s);
@@ -616,7 +672,13 @@ impl OktaClient {
             } else {
                 serde_json::from_slice(&bytes).map_err(|e| OktaError {
                     request_id: request_id.clone(),
-                    ..OktaError::local(op.name(), format!("HTTP {status} body is not JSON: {e}"))
+                    ..OktaError::new(
+                        op.name(),
+                        OktaErrorKind::InvalidResponse {
+                            status,
+                            detail: format!("HTTP {status} body is not JSON: {e}"),
+                        },
+                    )
                 })?
             };
             if let Err(why) = op.check_body(&body) {
@@ -625,23 +687,27 @@ impl OktaClient {
                     .with_label_values(&[op.name()])
                     .inc();
                 return Err(OktaError {
-                    operation: op.name(),
-                    status: Some(status),
-                    body: ErrorBody::default(),
                     request_id,
-                    transport: None,
-                    invalid_response: Some(format!("HTTP {status}: {why}")),
+                    ..OktaError::new(
+                        op.name(),
+                        OktaErrorKind::InvalidResponse {
+                            status,
+                            detail: format!("HTTP {status}: {why}"),
+                        },
+                    )
                 });
             }
             return Ok(Response { status, body, next });
         }
         Err(OktaError {
-            operation: op.name(),
-            status: Some(status),
-            body: serde_json::from_slice(&bytes).unwrap_or_default(),
             request_id,
-            transport: None,
-            invalid_response: None,
+            ..OktaError::new(
+                op.name(),
+                OktaErrorKind::Status {
+                    status,
+                    body: serde_json::from_slice(&bytes).unwrap_or_default(),
+                },
+            )
         })
     }
 
@@ -742,14 +808,13 @@ impl OktaClient {
                     .inc();
                 let now = SystemTime::now();
                 return Err(Failure {
-                    last: OktaError {
-                        operation: op.name(),
-                        status: Some(200),
-                        body: ErrorBody::default(),
-                        request_id: None,
-                        transport: None,
-                        invalid_response: Some(format!("paging: {why}")),
-                    },
+                    last: OktaError::new(
+                        op.name(),
+                        OktaErrorKind::InvalidResponse {
+                            status: 200,
+                            detail: format!("paging: {why}"),
+                        },
+                    ),
                     attempts: 1,
                     first_failure: now,
                     last_failure: now,
@@ -792,16 +857,18 @@ mod tests {
 
     #[test]
     fn classes_follow_okta_guidance() {
-        let e = |status: Option<u16>, code: Option<&str>| OktaError {
-            operation: "x",
-            status,
-            body: ErrorBody {
-                error_code: code.map(str::to_owned),
-                ..ErrorBody::default()
-            },
-            request_id: None,
-            transport: None,
-            invalid_response: None,
+        let e = |status: Option<u16>, code: Option<&str>| {
+            let kind = match status {
+                Some(status) => OktaErrorKind::Status {
+                    status,
+                    body: ErrorBody {
+                        error_code: code.map(str::to_owned),
+                        ..ErrorBody::default()
+                    },
+                },
+                None => OktaErrorKind::Transport("timed out".into()),
+            };
+            OktaError::new("x", kind)
         };
         assert_eq!(
             e(Some(429), Some("E0000047")).class(),
@@ -829,6 +896,33 @@ mod tests {
             e(Some(401), Some("E0000011")).class(),
             ErrorClass::Credentials
         );
+        let token = |status: u16| {
+            OktaError::new(
+                "token",
+                OktaErrorKind::TokenRefused {
+                    status,
+                    body: ErrorBody::default(),
+                },
+            )
+        };
+        // The token endpoint answers 400 `invalid_client` for bad credentials (RFC 6749 §5.2).
+        for status in [400, 401, 403] {
+            assert_eq!(token(status).class(), ErrorClass::Credentials, "{status}");
+            assert!(token(status).rejects_credentials());
+        }
+        assert_eq!(token(429).class(), ErrorClass::Transient);
+        assert_eq!(token(503).class(), ErrorClass::Transient);
+        assert!(!e(Some(403), None).rejects_credentials());
+        let unusable = OktaError::new(
+            "x",
+            OktaErrorKind::InvalidResponse {
+                status: 200,
+                detail: "no items".into(),
+            },
+        );
+        assert_eq!(unusable.class(), ErrorClass::Transient);
+        assert_eq!(unusable.status(), Some(200));
+        assert!(unusable.is_unusable_answer());
     }
 
     #[test]

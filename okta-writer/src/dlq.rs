@@ -28,38 +28,15 @@ use schemas::SegmentUpdate;
 use crate::apply::{Applier, ApplyError, Outcome};
 use crate::client::Failure;
 use crate::config::Settings;
-
-/// Every dead-letter reason (the `reason` label and `tierflow-dlq-reason` header).
-pub const REASONS: [&str; 9] = [
-    "missing_user",
-    "ambiguous_user",
-    "no_email",
-    "okta_rejected",
-    "not_found",
-    "unknown_group",
-    "retries_exhausted",
-    "invalid_response",
-    "invalid_record",
-];
+use crate::failure::DeadLetterReason;
 
 /// Why and how a record failed.
 #[derive(Debug)]
 pub struct FailureContext<'a> {
-    /// Bounded reason label.
-    pub reason: &'static str,
+    pub reason: DeadLetterReason,
     pub message: String,
     pub failure: Option<&'a Failure>,
     pub coalesced: usize,
-}
-
-impl FailureContext<'_> {
-    fn class(&self) -> String {
-        match self.reason {
-            "invalid_record" => "tierflow.invalid_record".into(),
-            "retries_exhausted" => "okta.retries_exhausted".into(),
-            r => format!("okta.{r}"),
-        }
-    }
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -90,22 +67,24 @@ pub fn headers(
     add(dlq::TOPIC, source.0);
     add(dlq::PARTITION, &source.1.to_string());
     add(dlq::OFFSET, &source.2.to_string());
-    add(dlq::EXCEPTION_CLASS, &ctx.class());
+    add(dlq::EXCEPTION_CLASS, ctx.reason.exception_class());
     add(dlq::EXCEPTION_MESSAGE, &ctx.message);
-    add(dlq::REASON, ctx.reason);
+    add(dlq::REASON, ctx.reason.label());
     add(dlq::COALESCED, &ctx.coalesced.to_string());
     let now = SystemTime::now();
     match ctx.failure {
         Some(f) => {
             add(dlq::OPERATION, f.last.operation);
-            if let Some(s) = f.last.status {
+            if let Some(s) = f.last.status() {
                 add(dlq::HTTP_STATUS, &s.to_string());
             }
-            if let Some(c) = &f.last.body.error_code {
-                add(dlq::OKTA_ERROR_CODE, c);
-            }
-            if let Some(c) = &f.last.body.error_id {
-                add(dlq::OKTA_ERROR_ID, c);
+            if let Some(body) = f.last.body() {
+                if let Some(c) = &body.error_code {
+                    add(dlq::OKTA_ERROR_CODE, c);
+                }
+                if let Some(c) = &body.error_id {
+                    add(dlq::OKTA_ERROR_ID, c);
+                }
             }
             if let Some(c) = &f.last.request_id {
                 add(dlq::OKTA_REQUEST_ID, c);

@@ -13,6 +13,7 @@ pub mod apply;
 pub mod client;
 pub mod config;
 pub mod dlq;
+pub mod failure;
 pub mod limiter;
 pub mod metrics;
 pub mod service;

@@ -163,8 +163,10 @@ impl Metrics {
         };
         // Known label values start at 0, so rate() and alerts see a series before the first
         // event (a dead letter should raise an alert, not create its series).
-        for reason in crate::dlq::REASONS {
-            m.dead_letters.with_label_values(&[reason]).inc_by(0);
+        for reason in crate::failure::DeadLetterReason::ALL {
+            m.dead_letters
+                .with_label_values(&[reason.label()])
+                .inc_by(0);
         }
         for kind in ["rate", "concurrency"] {
             m.rate_limited.with_label_values(&[kind]).inc_by(0);

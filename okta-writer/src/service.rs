@@ -40,6 +40,7 @@ use tracing::Instrument;
 use crate::apply::{Applier, ApplyError, Outcome};
 use crate::config::Settings;
 use crate::dlq::{self, FailureContext};
+use crate::failure::DeadLetterReason;
 use crate::metrics::Metrics;
 
 /// One received record.
@@ -550,11 +551,11 @@ async fn dead_letter(shared: &Shared, rec: &Rec, ctx: FailureContext<'_>) -> Res
     )
     .await
     .map_err(|e| JobEnd::Retry(e.to_string()))?;
-    tracing::warn!(reason = ctx.reason, partition = rec.partition, offset = rec.offset, error = %ctx.message, "segment update dead-lettered");
+    tracing::warn!(reason = ctx.reason.label(), partition = rec.partition, offset = rec.offset, error = %ctx.message, "segment update dead-lettered");
     shared
         .metrics
         .dead_letters
-        .with_label_values(&[ctx.reason])
+        .with_label_values(&[ctx.reason.label()])
         .inc();
     shared
         .metrics
@@ -579,7 +580,7 @@ async fn apply_job(shared: &Shared, job: &Job) -> JobEnd {
             Ok(u) => valid.push((rec, u)),
             Err(message) => {
                 let ctx = FailureContext {
-                    reason: "invalid_record",
+                    reason: DeadLetterReason::InvalidRecord,
                     message,
                     failure: None,
                     coalesced: 0,
@@ -665,9 +666,9 @@ async fn apply_job(shared: &Shared, job: &Job) -> JobEnd {
             JobEnd::Done
         }
         Err(ApplyError::Credentials(f)) => JobEnd::Credentials(f.to_string()),
-        Err(e) => {
+        Err(e @ ApplyError::Permanent { reason, .. }) => {
             let ctx = FailureContext {
-                reason: e.reason(),
+                reason,
                 message: e.to_string(),
                 failure: e.failure(),
                 coalesced,

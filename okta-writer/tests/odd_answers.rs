@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use okta_writer::client::{ErrorClass, OktaClient, Operation};
+use okta_writer::client::{ErrorClass, OktaClient, OktaErrorKind, Operation};
 use okta_writer::config::{Credentials, OktaConfig};
 use okta_writer::metrics::Metrics;
 use reqwest::Method;
@@ -112,10 +112,7 @@ async fn odd_answers_are_failures_never_successes_or_endless_loops() {
         .await
         .expect_err("a self-referencing next link must fail");
     assert!(
-        f.last
-            .invalid_response
-            .as_deref()
-            .is_some_and(|m| m.contains("repeats")),
+        matches!(&f.last.kind, OktaErrorKind::InvalidResponse { detail, .. } if detail.contains("repeats")),
         "{f}"
     );
     assert!(
@@ -129,8 +126,11 @@ async fn odd_answers_are_failures_never_successes_or_endless_loops() {
             .send(Operation::GetUser, Method::GET, path, None)
             .await
             .expect_err("a user without a usable id is not a user");
-        assert_eq!(f.last.status, Some(200));
-        assert!(f.last.invalid_response.is_some(), "{f}");
+        assert_eq!(f.last.status(), Some(200));
+        assert!(
+            matches!(f.last.kind, OktaErrorKind::InvalidResponse { .. }),
+            "{f}"
+        );
         assert_eq!(f.class(), ErrorClass::Transient, "retried first");
         assert!(f.exhausted && f.attempts > 1, "{f}");
     }
@@ -139,12 +139,15 @@ async fn odd_answers_are_failures_never_successes_or_endless_loops() {
         .list_all(Operation::ListUserGroups, "/api/v1/users/00u1/groups")
         .await
         .expect_err("an object is not a list");
-    assert!(f.last.invalid_response.is_some(), "{f}");
+    assert!(
+        matches!(f.last.kind, OktaErrorKind::InvalidResponse { .. }),
+        "{f}"
+    );
 
     let f = c
         .list_all(Operation::SearchGroups, "/api/v1/groups?search=x")
         .await
         .expect_err("a redirect off the org is not followed");
-    assert_eq!(f.last.status, Some(302), "{f}");
+    assert_eq!(f.last.status(), Some(302), "{f}");
     assert_eq!(evil_hits.load(Ordering::Relaxed), 0);
 }

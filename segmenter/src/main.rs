@@ -257,11 +257,12 @@ fn replay(settings: &Settings, args: &ReplayArgs) -> anyhow::Result<()> {
     }
     // DescribeGroups first (it names the state); brokers without it (the embedded one) still
     // get the check `execute` makes by joining the group.
-    if let Err(e) = replay::ensure_inactive(&client, &group) {
-        if e.to_string().contains("live member") {
-            return Err(e);
+    match replay::ensure_inactive(&client, &group) {
+        Ok(()) => {}
+        Err(e @ replay::GroupCheckError::LiveMembers { .. }) => return Err(e.into()),
+        Err(replay::GroupCheckError::Unknown(e)) => {
+            eprintln!("note: {e:#}; relying on the membership check while committing");
         }
-        eprintln!("note: {e:#}; relying on the membership check while committing");
     }
     if args.rebuild_state {
         let partitions = i32::try_from(moves.len())?;

@@ -127,21 +127,36 @@ fn committed_offsets(
     }
 }
 
+/// Why [`ensure_inactive`] did not clear the group.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupCheckError {
+    /// The group has members: a replay now would be overwritten by their next commit.
+    #[error("consumer group `{group}` has {members} live member(s) (state {state}): stop every segmenter instance first")]
+    LiveMembers {
+        group: String,
+        members: usize,
+        state: String,
+    },
+    /// The broker could not say (e.g. it has no DescribeGroups, as the embedded one).
+    #[error("{0:#}")]
+    Unknown(anyhow::Error),
+}
+
 /// Fail unless `group` has no live members.
-pub fn ensure_inactive(client: &ClientConfig, group: &str) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = group_consumer(client, group)?;
+pub fn ensure_inactive(client: &ClientConfig, group: &str) -> Result<(), GroupCheckError> {
+    let consumer: BaseConsumer = group_consumer(client, group).map_err(GroupCheckError::Unknown)?;
     let groups = consumer
         .fetch_group_list(Some(group), Duration::from_secs(10))
-        .context("asking the broker for the group's members")?;
-    if let Some(g) = groups.groups().iter().find(|g| g.name() == group) {
-        anyhow::ensure!(
-            g.members().is_empty(),
-            "consumer group `{group}` has {} live member(s) (state {}): stop every segmenter instance first",
-            g.members().len(),
-            g.state()
-        );
+        .context("asking the broker for the group's members")
+        .map_err(GroupCheckError::Unknown)?;
+    match groups.groups().iter().find(|g| g.name() == group) {
+        Some(g) if !g.members().is_empty() => Err(GroupCheckError::LiveMembers {
+            group: group.to_owned(),
+            members: g.members().len(),
+            state: g.state().to_owned(),
+        }),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Commit the planned offsets for `group`, as a member of it.
