@@ -268,6 +268,18 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// A failure decided without retrying (a refused link, a page Okta cannot have meant).
+    pub fn immediate(last: OktaError, attempts: u32) -> Failure {
+        let now = SystemTime::now();
+        Failure {
+            last,
+            attempts,
+            first_failure: now,
+            last_failure: now,
+            exhausted: false,
+        }
+    }
+
     pub fn class(&self) -> ErrorClass {
         self.last.class()
     }
@@ -723,20 +735,16 @@ impl OktaClient {
         let url = if path_and_query.starts_with("http") {
             // A `Link: rel="next"` target. The credentials go only to the configured org.
             if !path_and_query.starts_with(&format!("{}/", self.base)) {
-                let now = SystemTime::now();
-                return Err(Failure {
-                    last: OktaError::local(
+                return Err(Failure::immediate(
+                    OktaError::local(
                         op.name(),
                         format!(
                             "refusing to follow a link outside {}: {path_and_query}",
                             self.base
                         ),
                     ),
-                    attempts: 0,
-                    first_failure: now,
-                    last_failure: now,
-                    exhausted: false,
-                });
+                    0,
+                ));
             }
             path_and_query.to_owned()
         } else {
@@ -806,36 +814,31 @@ impl OktaClient {
                     .invalid_responses
                     .with_label_values(&[op.name()])
                     .inc();
-                let now = SystemTime::now();
-                return Err(Failure {
-                    last: OktaError::new(
+                return Err(Failure::immediate(
+                    OktaError::new(
                         op.name(),
                         OktaErrorKind::InvalidResponse {
                             status: 200,
                             detail: format!("paging: {why}"),
                         },
                     ),
-                    attempts: 1,
-                    first_failure: now,
-                    last_failure: now,
-                    exhausted: false,
-                });
+                    1,
+                ));
             }
             let resp = self.send(op, Method::GET, &url, None).await?;
             match resp.body {
                 Value::Array(a) => items.extend(a),
                 other => {
-                    let now = SystemTime::now();
-                    return Err(Failure {
-                        last: OktaError::local(
+                    return Err(Failure::immediate(
+                        OktaError::new(
                             op.name(),
-                            format!("expected a JSON array, got {}", other),
+                            OktaErrorKind::InvalidResponse {
+                                status: resp.status,
+                                detail: format!("expected a JSON array, got {other}"),
+                            },
                         ),
-                        attempts: 1,
-                        first_failure: now,
-                        last_failure: now,
-                        exhausted: false,
-                    });
+                        1,
+                    ));
                 }
             }
             next = resp.next;
