@@ -81,38 +81,55 @@ pub struct Cause {
 }
 
 impl SegmentUpdate {
-    /// The deterministic event id: SHA-256 over the decision's content (everything but the id
-    /// itself), truncated to 128 bits, hex.
+    /// The deterministic event id: SHA-256 over the fields that identify the decision,
+    /// truncated to 128 bits, hex. Fields left out follow from those hashed: `tier_changed`
+    /// from the two tier names, each tier's `okta_group` from the tier table (which
+    /// `rule_version` covers), `cause.shopify_topic` from the order version (`cause.order_id`,
+    /// `decided_at`) or, for compliance topics, the webhook id. The struct is destructured so
+    /// that a new field cannot be added without deciding here whether it is hashed (adding
+    /// one to the hash changes every id, which consumers would see as new decisions).
     pub fn compute_event_id(&self) -> String {
+        let SegmentUpdate {
+            schema_version,
+            event_id: _,
+            kind,
+            shop,
+            customer_id,
+            email,
+            total_spent,
+            orders_count,
+            currency,
+            tier,
+            previous_tier,
+            tier_changed: _,
+            rule_version,
+            cause:
+                Cause {
+                    order_id,
+                    webhook_id,
+                    shopify_topic: _,
+                },
+            decided_at,
+        } = self;
         let mut h = Sha256::new();
         let mut field = |b: &[u8]| {
             h.update((b.len() as u64).to_be_bytes());
             h.update(b);
         };
-        field(&self.schema_version.to_be_bytes());
-        field(format!("{:?}", self.kind).as_bytes());
-        field(self.shop.as_bytes());
-        field(&self.customer_id.to_be_bytes());
-        field(self.email.as_deref().unwrap_or("").as_bytes());
-        field(self.total_spent.normalize().to_string().as_bytes());
-        field(&self.orders_count.to_be_bytes());
-        field(self.currency.as_deref().unwrap_or("").as_bytes());
-        field(
-            self.tier
-                .as_ref()
-                .map_or("", |t| t.name.as_str())
-                .as_bytes(),
-        );
-        field(
-            self.previous_tier
-                .as_ref()
-                .map_or("", |t| t.name.as_str())
-                .as_bytes(),
-        );
-        field(self.rule_version.as_bytes());
-        field(&self.cause.order_id.unwrap_or(0).to_be_bytes());
-        field(self.cause.webhook_id.as_deref().unwrap_or("").as_bytes());
-        field(self.decided_at.as_bytes());
+        field(&schema_version.to_be_bytes());
+        field(format!("{kind:?}").as_bytes());
+        field(shop.as_bytes());
+        field(&customer_id.to_be_bytes());
+        field(email.as_deref().unwrap_or("").as_bytes());
+        field(total_spent.normalize().to_string().as_bytes());
+        field(&orders_count.to_be_bytes());
+        field(currency.as_deref().unwrap_or("").as_bytes());
+        field(tier_name(tier).as_bytes());
+        field(tier_name(previous_tier).as_bytes());
+        field(rule_version.as_bytes());
+        field(&order_id.unwrap_or(0).to_be_bytes());
+        field(webhook_id.as_deref().unwrap_or("").as_bytes());
+        field(decided_at.as_bytes());
         let digest = h.finalize();
         digest[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -122,6 +139,10 @@ impl SegmentUpdate {
         let schema = schemars::schema_for!(SegmentUpdate);
         serde_json::to_string_pretty(&schema).expect("a schema serialises") + "\n"
     }
+}
+
+fn tier_name(t: &Option<TierRef>) -> &str {
+    t.as_ref().map_or("", |t| t.name.as_str())
 }
 
 mod id_string {
@@ -206,6 +227,8 @@ mod tests {
         // 45.5 and 45.50 are the same amount: the same decision.
         b.total_spent = "45.5".parse().unwrap();
         assert_eq!(a.event_id, b.compute_event_id());
+        // Pinned: ids already written must stay the ids of the same decisions.
+        assert_eq!(a.event_id, "d8b29671d5249725cd2c4e12eddeb7a4");
     }
 
     #[test]
