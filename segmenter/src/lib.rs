@@ -8,6 +8,7 @@
 //!   from the changelog.
 //! - [`replay`]: `segmenter replay`: offset resets by time or offset, state reset, digests.
 //! - [`whatif`]: `segmenter whatif`: the tier changes another tier table would cause.
+//! - [`tools`]: the operator commands' arguments and output (`whatif`, `replay`, `digest`).
 //! - [`config`], [`metrics`]: typed settings, validated at startup; the Prometheus metrics.
 
 pub mod config;
@@ -17,6 +18,7 @@ pub mod normalize;
 pub mod replay;
 pub mod rules;
 pub mod service;
+pub mod tools;
 pub mod whatif;
 
 use std::future::Future;

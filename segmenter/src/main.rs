@@ -1,11 +1,9 @@
 //! `segmenter`: run the segmenter service.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use segmenter::config::Settings;
-use service_runtime::config::Brokers;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -17,68 +15,7 @@ struct Cli {
     #[command(flatten)]
     service: service_runtime::ServiceArgs,
     #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum Command {
-    /// Replay the orders topic under another tier table, emit nothing, and print how many
-    /// customers would move from each tier to each other tier.
-    Whatif {
-        /// A TOML file with `[[tiers]]` rows (and optionally `[spend]`).
-        #[arg(long)]
-        tiers: PathBuf,
-        /// Also write the customers who would move, as CSV (`*.csv`) or JSON.
-        #[arg(long, value_name = "PATH")]
-        movers: Option<PathBuf>,
-        /// Re-tier the current state (the changelog) instead of replaying history: faster, but
-        /// only when the other file keeps the current [spend] settings.
-        #[arg(long)]
-        from_state: bool,
-    },
-    /// Move the group's committed offsets (like `kafka-consumer-groups --reset-offsets`);
-    /// a dry run unless --execute.
-    Replay(ReplayArgs),
-    /// Digest the decisions in a range of the segments topic, to compare two runs.
-    Digest {
-        /// Start offsets, `P:O,P:O` (default: each partition's start).
-        #[arg(long, default_value = "")]
-        from: String,
-        /// End offsets (exclusive), `P:O,P:O` (default: each partition's current end).
-        #[arg(long)]
-        to: Option<String>,
-    },
-}
-
-#[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).multiple(false)))]
-struct ReplayArgs {
-    /// Consumer group to reset (default: [segmenter] group_id).
-    #[arg(long)]
-    group: Option<String>,
-    #[arg(long, group = "target")]
-    to_earliest: bool,
-    #[arg(long, group = "target")]
-    to_latest: bool,
-    #[arg(long, group = "target", value_name = "OFFSET")]
-    to_offset: Option<i64>,
-    #[arg(long, group = "target", value_name = "N", allow_hyphen_values = true)]
-    shift_by: Option<i64>,
-    /// RFC 3339, e.g. 2026-11-01T00:00:00Z: the first record at or after it.
-    #[arg(long, group = "target", value_name = "RFC3339")]
-    to_datetime: Option<String>,
-    /// Back from now, e.g. `2h` or `7days`.
-    #[arg(long, group = "target", value_name = "DURATION")]
-    by_duration: Option<String>,
-    /// Show the plan only (the default).
-    #[arg(long, conflicts_with = "execute")]
-    dry_run: bool,
-    /// Apply the plan.
-    #[arg(long)]
-    execute: bool,
-    /// Also start the next run from empty state (with --to-earliest: a full rebuild).
-    #[arg(long)]
-    rebuild_state: bool,
+    command: Option<segmenter::tools::Command>,
 }
 
 fn main() -> ExitCode {
@@ -97,26 +34,11 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let tool = match &cli.command {
-        None => None,
-        Some(Command::Whatif {
-            tiers,
-            movers,
-            from_state,
-        }) => Some((
-            "whatif",
-            whatif(&settings, tiers, movers.as_deref(), *from_state),
-        )),
-        Some(Command::Replay(args)) => Some(("replay", replay(&settings, args))),
-        Some(Command::Digest { from, to }) => {
-            Some(("digest", digest(&settings, from, to.as_deref())))
-        }
-    };
-    if let Some((name, result)) = tool {
-        return match result {
+    if let Some(command) = &cli.command {
+        return match command.run(&settings) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("segmenter {name}: {e:#}");
+                eprintln!("segmenter {}: {e:#}", command.name());
                 ExitCode::FAILURE
             }
         };
@@ -135,162 +57,4 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         None,
     )
     .await
-}
-
-fn whatif(
-    settings: &Settings,
-    tiers: &std::path::Path,
-    movers: Option<&std::path::Path>,
-    from_state: bool,
-) -> anyhow::Result<()> {
-    let current = settings.rules()?;
-    let other = segmenter::whatif::load_other(tiers, &current)?;
-    let client = tool_client(settings, "whatif")?;
-    let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec} eta {eta}")
-            .expect("static template"),
-    );
-    let report = if from_state {
-        segmenter::whatif::run_on_state(
-            &client,
-            &settings.topics.ledger_changelog,
-            &current,
-            &other,
-        )?
-    } else {
-        segmenter::whatif::run(&client, &settings.topics.orders, &current, &other, &bar)?
-    };
-    println!(
-        "{} records, {} customers; rule {} (current) vs {} ({}):\n",
-        report.records,
-        report.customers,
-        current.version(),
-        other.version(),
-        tiers.display()
-    );
-    print!("{}", report.matrix_table(&current, &other));
-    println!("\n{} customers would change tier", report.movers.len());
-    if let Some(path) = movers {
-        report.write_movers(path)?;
-        println!("movers written to {}", path.display());
-    }
-    Ok(())
-}
-
-/// A client config for the tools, which work on an existing cluster's topics.
-fn tool_client(settings: &Settings, tool: &str) -> anyhow::Result<rdkafka::ClientConfig> {
-    let Brokers::External(bootstrap) = settings.kafka.brokers()? else {
-        anyhow::bail!("this command works on existing topics: point --brokers at the broker that holds them (for the embedded broker, the address the ingest printed)");
-    };
-    let client_id = format!("tierflow-segmenter-{tool}");
-    Ok(service_runtime::kafka::client_config(
-        &settings.kafka,
-        &bootstrap,
-        &[("client.id", client_id.as_str())],
-        &[
-            ("group.id", client_id.as_str()),
-            ("enable.auto.commit", "false"),
-        ],
-    )?)
-}
-
-fn replay(settings: &Settings, args: &ReplayArgs) -> anyhow::Result<()> {
-    use segmenter::replay::{self, Target};
-    let client = tool_client(settings, "replay")?;
-    let group = args
-        .group
-        .clone()
-        .unwrap_or_else(|| settings.segmenter.group_id.clone());
-    let target = if args.to_earliest {
-        Target::Earliest
-    } else if args.to_latest {
-        Target::Latest
-    } else if let Some(o) = args.to_offset {
-        Target::Offset(o)
-    } else if let Some(n) = args.shift_by {
-        Target::ShiftBy(n)
-    } else if let Some(t) = &args.to_datetime {
-        let t = chrono::DateTime::parse_from_rfc3339(t)
-            .map_err(|e| anyhow::anyhow!("--to-datetime `{t}`: {e}"))?;
-        Target::Datetime(t.timestamp_millis())
-    } else if let Some(d) = &args.by_duration {
-        let d = humantime::parse_duration(d)
-            .map_err(|e| anyhow::anyhow!("--by-duration `{d}`: {e}"))?;
-        let now = i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_millis(),
-        )?;
-        Target::Datetime(now - i64::try_from(d.as_millis())?)
-    } else {
-        unreachable!("clap requires exactly one target")
-    };
-    if args.rebuild_state && target != Target::Earliest {
-        anyhow::bail!("--rebuild-state needs --to-earliest: empty state plus part of the history would be wrong");
-    }
-    let topic = &settings.topics.orders;
-    let moves = replay::plan(&client, &group, topic, &target)?;
-    println!("group {group}, topic {topic}:");
-    println!(
-        "{:>9} {:>14} {:>14} {:>14} {:>14}",
-        "partition", "current", "new", "log start", "log end"
-    );
-    for m in &moves {
-        let current = m.current.map_or("-".to_owned(), |c| c.to_string());
-        println!(
-            "{:>9} {:>14} {:>14} {:>14} {:>14}",
-            m.partition, current, m.target, m.low, m.high
-        );
-    }
-    let to_redo: i64 = moves.iter().map(|m| m.high - m.target).sum();
-    println!(
-        "{to_redo} records will be (re)processed{}",
-        if args.rebuild_state {
-            ", from empty state"
-        } else {
-            ""
-        }
-    );
-    if !args.execute {
-        println!("dry run: nothing changed; add --execute to apply");
-        return Ok(());
-    }
-    // DescribeGroups first (it names the state); brokers without it (the embedded one) still
-    // get the check `execute` makes by joining the group.
-    match replay::ensure_inactive(&client, &group) {
-        Ok(()) => {}
-        Err(e @ replay::GroupCheckError::LiveMembers { .. }) => return Err(e.into()),
-        Err(replay::GroupCheckError::Unknown(e)) => {
-            eprintln!("note: {e:#}; relying on the membership check while committing");
-        }
-    }
-    if args.rebuild_state {
-        let partitions = i32::try_from(moves.len())?;
-        replay::reset_state(&client, &settings.topics.ledger_changelog, partitions)?;
-        println!(
-            "state reset markers written to {}",
-            settings.topics.ledger_changelog
-        );
-    }
-    replay::execute(&client, &group, topic, &moves)?;
-    println!("offsets committed; start the segmenter to reprocess");
-    Ok(())
-}
-
-fn digest(settings: &Settings, from: &str, to: Option<&str>) -> anyhow::Result<()> {
-    use segmenter::replay;
-    let client = tool_client(settings, "digest")?;
-    let from = replay::parse_offsets(from)?;
-    let to = to.map(replay::parse_offsets).transpose()?;
-    let d = replay::digest(&client, &settings.topics.segments, &from, to.as_ref())?;
-    for (p, (count, hex)) in &d.partitions {
-        println!("partition {p}: {count} decisions, sha256 {hex}");
-    }
-    let ends: Vec<String> = d.ends.iter().map(|(p, o)| format!("{p}:{o}")).collect();
-    println!("digest {}", d.combined);
-    println!(
-        "end offsets {} (pass as --from to digest a later run)",
-        ends.join(",")
-    );
-    Ok(())
 }
