@@ -407,6 +407,37 @@ pub struct RedriveResult {
     pub message: String,
 }
 
+/// What `okta-writer dlq redrive` prints: one line per entry, then the count per outcome.
+pub fn redrive_report(results: &[RedriveResult], executed: bool) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut counts = BTreeMap::<&str, usize>::new();
+    for r in results {
+        *counts.entry(r.outcome.as_str()).or_default() += 1;
+        let _ = writeln!(
+            out,
+            "{:<12} {:<40} {:<14} {}",
+            r.entry, r.key, r.outcome, r.message
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{}{} entries: {}",
+        if executed {
+            ""
+        } else {
+            "dry run (add --execute to apply): "
+        },
+        results.len(),
+        counts
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    out
+}
+
 /// Customers (record keys) with an update after the given offset in the segments topic, per
 /// source partition: key → newest offset.
 fn newer_updates(

@@ -8,7 +8,6 @@ use anyhow::Context;
 use clap::Parser;
 use okta_writer::config::Settings;
 use okta_writer::dlq::Filter;
-use service_runtime::config::Brokers;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -122,17 +121,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     .await
 }
 
-fn existing_brokers(settings: &Settings) -> anyhow::Result<String> {
-    match settings.kafka.brokers()? {
-        Brokers::External(b) => Ok(b),
-        Brokers::Embedded => anyhow::bail!(
-            "this command works on an existing dead-letter topic: point --brokers at the broker that holds it (for the embedded broker, the address the service printed)"
-        ),
-    }
-}
-
 async fn dlq(settings: Settings, cmd: DlqCommand) -> anyhow::Result<()> {
-    let bootstrap = existing_brokers(&settings)?;
+    let bootstrap = settings.kafka.existing_brokers(
+        "this command works on an existing dead-letter topic: point --brokers at the broker that holds it (for the embedded broker, the address the service printed)",
+    )?;
     match cmd {
         DlqCommand::List { filter, show } => {
             let filter = filter.filter();
@@ -160,28 +152,7 @@ async fn dlq(settings: Settings, cmd: DlqCommand) -> anyhow::Result<()> {
             )
             .await
             .context("redriving dead letters")?;
-            let mut counts = std::collections::BTreeMap::<&str, usize>::new();
-            for r in &results {
-                *counts.entry(r.outcome.as_str()).or_default() += 1;
-                println!(
-                    "{:<12} {:<40} {:<14} {}",
-                    r.entry, r.key, r.outcome, r.message
-                );
-            }
-            println!(
-                "{}{} entries: {}",
-                if execute {
-                    ""
-                } else {
-                    "dry run (add --execute to apply): "
-                },
-                results.len(),
-                counts
-                    .iter()
-                    .map(|(k, v)| format!("{v} {k}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            print!("{}", okta_writer::dlq::redrive_report(&results, execute));
         }
     }
     Ok(())

@@ -160,6 +160,11 @@ async fn permanent_errors_are_dead_lettered_with_context_and_redrive_applies_the
         dry.iter().all(|r| r.outcome == "would_redrive") && dry.len() == 2,
         "{dry:?}"
     );
+    let report = okta_writer::dlq::redrive_report(&dry, false);
+    assert!(
+        report.ends_with("dry run (add --execute to apply): 2 entries: 2 would_redrive\n"),
+        "{report}"
+    );
     assert!(!okta_matches(&sim, &invalid));
 
     // Fix the causes, then redrive.
@@ -186,6 +191,8 @@ async fn permanent_errors_are_dead_lettered_with_context_and_redrive_applies_the
         done.iter().all(|r| r.outcome == "applied") && done.len() == 2,
         "{done:?}"
     );
+    let report = okta_writer::dlq::redrive_report(&done, true);
+    assert!(report.ends_with("\n2 entries: 2 applied\n"), "{report}");
     assert!(okta_matches(&sim, &invalid) && okta_matches(&sim, &missing));
     let after = dead_letters(&settings, &bootstrap).await;
     assert_eq!(after.open().count(), 0, "redriven entries are resolved");

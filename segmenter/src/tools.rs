@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use service_runtime::config::Brokers;
-
 use crate::config::Settings;
 use crate::replay::{self, Target};
 
@@ -160,9 +158,9 @@ fn whatif(
 
 /// A client config for the tools, which work on an existing cluster's topics.
 fn tool_client(settings: &Settings, tool: &str) -> anyhow::Result<rdkafka::ClientConfig> {
-    let Brokers::External(bootstrap) = settings.kafka.brokers()? else {
-        anyhow::bail!("this command works on existing topics: point --brokers at the broker that holds them (for the embedded broker, the address the ingest printed)");
-    };
+    let bootstrap = settings.kafka.existing_brokers(
+        "this command works on existing topics: point --brokers at the broker that holds them (for the embedded broker, the address the ingest printed)",
+    )?;
     let client_id = format!("tierflow-segmenter-{tool}");
     Ok(service_runtime::kafka::client_config(
         &settings.kafka,

@@ -263,6 +263,20 @@ impl KafkaConfig {
             Some(list) => Ok(Brokers::External(list.to_owned())),
         }
     }
+
+    /// The bootstrap servers of a cluster that already holds the pipeline's topics, for the
+    /// commands that read or change them (replay, dead-letter tools, lag, topic checks). The
+    /// embedded broker lives only inside a running process, so it is refused with `hint`:
+    /// what the operator should pass instead.
+    pub fn existing_brokers(&self, hint: &str) -> Result<String, ConfigError> {
+        match self.brokers()? {
+            Brokers::External(list) => Ok(list),
+            Brokers::Embedded => Err(ConfigError::invalid(
+                "kafka.brokers",
+                format!("`embedded` is not a cluster this command can reach: {hint}"),
+            )),
+        }
+    }
 }
 
 /// `[topics]`: the Kafka topic names the pipeline reads and writes.
@@ -396,6 +410,26 @@ pub fn process_env() -> impl Iterator<Item = (String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tools_refuse_the_embedded_broker_with_the_hint() {
+        let kafka = |b: &str| KafkaConfig {
+            brokers: Some(b.into()),
+            ..KafkaConfig::default()
+        };
+        assert_eq!(
+            kafka("k1:9092,k2:9092").existing_brokers("x").unwrap(),
+            "k1:9092,k2:9092"
+        );
+        let e = kafka("embedded")
+            .existing_brokers("pass --brokers")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("invalid config at `kafka.brokers`") && e.ends_with("pass --brokers"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn a_refused_tier_table_is_reported_at_tiers() {

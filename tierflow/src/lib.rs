@@ -15,12 +15,9 @@ pub fn lag_table(
     use std::fmt::Write;
     let env: Vec<(String, String)> = service_runtime::config::process_env().collect();
     let settings = pipeline::PipelineSettings::load(Some(config), env, brokers)?;
-    let bootstrap = match settings.segmenter.kafka.brokers()? {
-        service_runtime::config::Brokers::External(b) => b,
-        service_runtime::config::Brokers::Embedded => anyhow::bail!(
-            "pass --brokers: the embedded broker lives inside the running process (use the address it printed)"
-        ),
-    };
+    let bootstrap = settings.segmenter.kafka.existing_brokers(
+        "pass --brokers: the embedded broker lives inside the running process (use the address it printed)",
+    )?;
     let pairs: Vec<(String, String)> = if groups.is_empty() {
         vec![
             (
@@ -95,12 +92,9 @@ pub fn topics_ensure(
         view.kafka.brokers = brokers;
     }
     view.topics.validate()?;
-    let bootstrap = match view.kafka.brokers()? {
-        service_runtime::config::Brokers::External(b) => b,
-        service_runtime::config::Brokers::Embedded => {
-            anyhow::bail!("pass --brokers: the embedded broker creates its topics itself")
-        }
-    };
+    let bootstrap = view
+        .kafka
+        .existing_brokers("pass --brokers: the embedded broker creates its topics itself")?;
     let client = service_runtime::kafka::client_config(&view.kafka, &bootstrap, &[], &[])?;
     let specs = service_runtime::topics::pipeline_topics(&view.topics, layout);
     let findings = service_runtime::topics::ensure(
