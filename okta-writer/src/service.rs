@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, TopicPartitionList};
 use schemas::SegmentUpdate;
@@ -632,12 +632,9 @@ async fn apply_job(shared: &Shared, job: &Job) -> JobEnd {
         messaging.batch.message_count = valid.len(),
     );
     let header = |name: &str| {
-        rec.headers.as_ref().and_then(|hs| {
-            hs.iter()
-                .find(|hd| hd.key == name)
-                .and_then(|hd| hd.value)
-                .and_then(|v| std::str::from_utf8(v).ok())
-        })
+        rec.headers
+            .as_ref()
+            .and_then(|hs| service_runtime::kafka::header(hs, name))
     };
     service_runtime::telemetry::set_remote_parent(
         &span,

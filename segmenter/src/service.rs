@@ -980,18 +980,9 @@ pub fn restore_partitions(
     Ok((ledgers, records))
 }
 
-/// The value of header `name` of `m`: the last one if it is repeated (as a map of the headers
-/// would have it), and only if it is UTF-8. Looked up in place, without copying the headers.
+/// Header `name` of `m` (see [`service_runtime::kafka::header`]), read in place.
 fn header<'m>(m: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
-    let hs = m.headers()?;
-    (0..hs.count()).rev().find_map(|i| {
-        let h = hs.get(i);
-        if h.key == name {
-            std::str::from_utf8(h.value?).ok()
-        } else {
-            None
-        }
-    })
+    service_runtime::kafka::header(m.headers()?, name)
 }
 
 /// `hs` plus where `m` came from (topic, partition, offset).

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message};
 use rust_decimal::Decimal;
 use schemas::{headers as h, ShopifyTopic};
@@ -85,12 +84,7 @@ pub fn run(
         None,
         |m| {
             progress.inc(1);
-            let header = |name: &str| {
-                m.headers()?
-                    .iter()
-                    .find(|x| x.key == name)
-                    .and_then(|x| std::str::from_utf8(x.value?).ok())
-            };
+            let header = |name: &str| service_runtime::kafka::header(m.headers()?, name);
             let (Some(t), Some(shop)) = (header(h::SHOPIFY_TOPIC), header(h::SHOPIFY_SHOP_DOMAIN))
             else {
                 return Ok(());

@@ -60,6 +60,24 @@ pub fn client_config(
 /// `message.max.bytes`, checked on the uncompressed record, or the topic's
 /// `max.message.bytes`, checked by the broker on the compressed batch. No retry of the same
 /// batch fixes it; a record small enough on its own may pass when sent again alone.
+/// The value of header `name` as text: the last one when a record repeats it (what a map of
+/// the headers would hold), and only if it is UTF-8. Every service reads headers this way, so
+/// a record that repeats a header means the same to the segmenter, `segmenter whatif` and the
+/// Okta writer.
+pub fn header<'h, H: rdkafka::message::Headers + ?Sized>(
+    headers: &'h H,
+    name: &str,
+) -> Option<&'h str> {
+    (0..headers.count()).rev().find_map(|i| {
+        let h = headers.get(i);
+        if h.key == name {
+            std::str::from_utf8(h.value?).ok()
+        } else {
+            None
+        }
+    })
+}
+
 pub fn record_too_large(e: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode;
     matches!(
@@ -468,6 +486,36 @@ impl EmbeddedBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_header_reads_as_its_last_utf8_value() {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let hs = OwnedHeaders::new()
+            .insert(Header {
+                key: "x-shopify-topic",
+                value: Some("orders/create"),
+            })
+            .insert(Header {
+                key: "x-shopify-topic",
+                value: Some("orders/updated"),
+            })
+            .insert(Header {
+                key: "bad",
+                value: Some("ok"),
+            })
+            .insert(Header {
+                key: "bad",
+                value: Some(&[0xff_u8, 0xfe][..]),
+            })
+            .insert(Header::<&str> {
+                key: "none",
+                value: None,
+            });
+        assert_eq!(header(&hs, "x-shopify-topic"), Some("orders/updated"));
+        assert_eq!(header(&hs, "bad"), Some("ok"), "non-UTF-8 values are skipped");
+        assert_eq!(header(&hs, "none"), None);
+        assert_eq!(header(&hs, "X-Shopify-Topic"), None, "names are exact");
+    }
 
     #[test]
     fn operator_properties_apply_but_cannot_weaken_required_ones() {
