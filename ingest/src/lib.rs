@@ -64,7 +64,7 @@ impl Application {
             &settings.kafka,
             bootstrap,
             &defaults,
-            publisher::REQUIRED,
+            service_runtime::kafka::ACKED_PRODUCER,
         )?;
         let publisher = Publisher::new(&client, ingest.produce_timeout, metrics.clone())
             .context("creating the Kafka producer")?;

@@ -44,9 +44,6 @@ impl PublishError {
     }
 }
 
-/// Settings the ingest's durability depends on: operators cannot override these.
-pub const REQUIRED: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")];
-
 /// Room for a record's key, headers and framing on top of its body.
 pub const RECORD_OVERHEAD: u64 = 64 * 1024;
 

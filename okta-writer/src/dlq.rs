@@ -515,11 +515,10 @@ pub async fn redrive(
         let (s, b, f) = (settings.clone(), bootstrap.to_owned(), from.clone());
         tokio::task::spawn_blocking(move || newer_updates(&s, &b, &f)).await??
     };
-    let producer: FutureProducer = service_runtime::kafka::client_config(
+    let producer: FutureProducer = service_runtime::kafka::acked_producer_config(
         &settings.kafka,
         bootstrap,
         &[("client.id", "tierflow-okta-writer-redrive")],
-        &[("enable.idempotence", "true"), ("acks", "all")],
     )?
     .create()
     .context("creating the Kafka producer")?;

@@ -167,30 +167,22 @@ impl Writer {
         metrics: Metrics,
     ) -> anyhow::Result<Writer> {
         let cfg = &settings.okta_writer;
-        let consumer: StreamConsumer<GroupContext> = service_runtime::kafka::client_config(
-            &settings.kafka,
-            bootstrap,
-            &[
-                ("auto.offset.reset", "earliest"),
-                ("enable.auto.commit", "true"),
-                ("auto.commit.interval.ms", "1000"),
-                ("client.id", "tierflow-okta-writer"),
-            ],
-            &[
-                ("enable.auto.offset.store", "false"),
-                ("group.id", cfg.group_id.as_str()),
-            ],
-        )?
-        .create_with_context(GroupContext::new(&cfg.group_id))
-        .context("creating the Kafka consumer")?;
-        let producer: FutureProducer = service_runtime::kafka::client_config(
+        let consumer: StreamConsumer<GroupContext> =
+            service_runtime::kafka::store_after_ack_consumer_config(
+                &settings.kafka,
+                bootstrap,
+                &cfg.group_id,
+                &[("client.id", "tierflow-okta-writer")],
+            )?
+            .create_with_context(GroupContext::new(&cfg.group_id))
+            .context("creating the Kafka consumer")?;
+        let producer: FutureProducer = service_runtime::kafka::acked_producer_config(
             &settings.kafka,
             bootstrap,
             &[
                 ("client.id", "tierflow-okta-writer"),
                 ("message.timeout.ms", "30000"),
             ],
-            &[("enable.idempotence", "true"), ("acks", "all")],
         )?
         .create()
         .context("creating the Kafka producer")?;

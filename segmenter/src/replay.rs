@@ -228,7 +228,9 @@ fn leave(consumer: &BaseConsumer) {
 pub fn reset_state(client: &ClientConfig, changelog: &str, partitions: i32) -> anyhow::Result<()> {
     let producer: ThreadedProducer<DefaultProducerContext> = {
         let mut c = client.clone();
-        c.set("enable.idempotence", "true").set("acks", "all");
+        for (k, v) in service_runtime::kafka::ACKED_PRODUCER {
+            c.set(*k, *v);
+        }
         c.remove("group.id");
         c.create().context("creating a producer")?
     };

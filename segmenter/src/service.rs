@@ -343,13 +343,11 @@ impl Segmenter {
     pub fn new(settings: &Settings, bootstrap: &str, metrics: Metrics) -> anyhow::Result<Self> {
         let rules = settings.rules()?;
         let cfg = &settings.segmenter;
-        let consumer_config = service_runtime::kafka::client_config(
+        let consumer_config = service_runtime::kafka::store_after_ack_consumer_config(
             &settings.kafka,
             bootstrap,
+            &cfg.group_id,
             &[
-                ("auto.offset.reset", "earliest"),
-                ("enable.auto.commit", "true"),
-                ("auto.commit.interval.ms", "1000"),
                 ("client.id", "tierflow-segmenter"),
                 // A batch takes thousands of records off the prefetch queue at once; when the
                 // queue was full (`queued.max.messages.kbytes`, 64 MiB: ~9,000 order bodies)
@@ -357,19 +355,13 @@ impl Segmenter {
                 // default, which left the loop idle ~0.4 s of every third batch in a replay.
                 ("fetch.queue.backoff.ms", "20"),
             ],
-            // Offsets are stored by the loop after a batch's acks, never by librdkafka on
-            // delivery to the application.
-            &[
-                ("enable.auto.offset.store", "false"),
-                ("group.id", cfg.group_id.as_str()),
-            ],
         )?;
         let ctx = GroupContext::new(&cfg.group_id);
         let consumer: StreamConsumer<GroupContext> = consumer_config
             .create_with_context(ctx)
             .context("creating the Kafka consumer")?;
         let timeout = cfg.produce_timeout.as_millis().to_string();
-        let producer_config = service_runtime::kafka::client_config(
+        let producer_config = service_runtime::kafka::acked_producer_config(
             &settings.kafka,
             bootstrap,
             &[
@@ -377,7 +369,6 @@ impl Segmenter {
                 ("message.timeout.ms", timeout.as_str()),
                 ("client.id", "tierflow-segmenter"),
             ],
-            &[("enable.idempotence", "true"), ("acks", "all")],
         )?;
         let producer: FutureProducer = producer_config
             .create()

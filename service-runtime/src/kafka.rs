@@ -18,6 +18,45 @@ use crate::config::{ConfigError, KafkaConfig};
 /// `required` are properties the service's guarantees depend on (e.g. the ingest's `acks=all`):
 /// they are set last, and an operator property that contradicts one is a config error rather
 /// than a silent override in either direction.
+/// What every tierflow producer keeps whatever `[kafka.client]` says: a record counts as
+/// written only once every in-sync replica has it, and retries never duplicate or reorder it.
+pub const ACKED_PRODUCER: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")];
+
+/// A producer's config: `defaults` (which `[kafka.client]` may override) and
+/// [`ACKED_PRODUCER`] (which it may not).
+pub fn acked_producer_config(
+    kafka: &KafkaConfig,
+    bootstrap: &str,
+    defaults: &[(&str, &str)],
+) -> Result<ClientConfig, ConfigError> {
+    client_config(kafka, bootstrap, defaults, ACKED_PRODUCER)
+}
+
+/// A group consumer's config for a service that stores a record's offset itself, once the
+/// record's effects are acknowledged (never librdkafka on delivery to the application); what
+/// was stored is auto-committed every second, and a new group reads from the start.
+/// `defaults` adds to (or overrides) the defaults; `[kafka.client]` may override those, but
+/// not the group or the offset storing.
+pub fn store_after_ack_consumer_config(
+    kafka: &KafkaConfig,
+    bootstrap: &str,
+    group: &str,
+    defaults: &[(&str, &str)],
+) -> Result<ClientConfig, ConfigError> {
+    let mut all = vec![
+        ("auto.offset.reset", "earliest"),
+        ("enable.auto.commit", "true"),
+        ("auto.commit.interval.ms", "1000"),
+    ];
+    all.extend_from_slice(defaults);
+    client_config(
+        kafka,
+        bootstrap,
+        &all,
+        &[("enable.auto.offset.store", "false"), ("group.id", group)],
+    )
+}
+
 pub fn client_config(
     kafka: &KafkaConfig,
     bootstrap: &str,
@@ -512,7 +551,11 @@ mod tests {
                 value: None,
             });
         assert_eq!(header(&hs, "x-shopify-topic"), Some("orders/updated"));
-        assert_eq!(header(&hs, "bad"), Some("ok"), "non-UTF-8 values are skipped");
+        assert_eq!(
+            header(&hs, "bad"),
+            Some("ok"),
+            "non-UTF-8 values are skipped"
+        );
         assert_eq!(header(&hs, "none"), None);
         assert_eq!(header(&hs, "X-Shopify-Topic"), None, "names are exact");
     }
