@@ -115,7 +115,7 @@ fn memory(customers: u64, per_customer: u64) {
 
 /// Decode and apply changelog records as a restore does (the Kafka fetch is measured apart).
 fn restore(customers: u64, per_customer: u64) {
-    use segmenter::ledger::OrderRecord;
+    use segmenter::changelog::OrderRecord;
     let encoded: Vec<Vec<u8>> = common::changelog(customers, per_customer)
         .map(|(_, r)| serde_json::to_vec(&r).expect("serialises"))
         .collect();

@@ -1,6 +1,6 @@
 //! Restore end to end from Apache Kafka: a changelog holding CUSTOMERS customers (ORDERS
 //! orders each; JSON records as the segmenter writes them, ~250 B) on one Kafka KRaft node
-//! (scripts/kafka.py, via testkit), rebuilt by the segmenter's own `restore_partitions` (what a
+//! (scripts/kafka.py, via testkit), rebuilt by the segmenter's own `changelog::restore_partitions` (what a
 //! new partition owner runs), beside a plain consumer reading the same records without
 //! decoding them (the fetch floor), in the same run.
 //!
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
-use segmenter::ledger::OrderRecord;
+use segmenter::changelog::OrderRecord;
 use service_runtime::config::TopicsConfig;
 
 #[global_allocator]
@@ -129,7 +129,7 @@ fn main() -> anyhow::Result<()> {
     let all: Vec<i32> = (0..partitions).collect();
     let started = Instant::now();
     let (ledgers, restored) =
-        segmenter::service::restore_partitions(&client(&bootstrap), &topic, &all)?;
+        segmenter::changelog::restore_partitions(&client(&bootstrap), &topic, &all)?;
     let restore_s = started.elapsed().as_secs_f64();
     let held: usize = ledgers
         .values()

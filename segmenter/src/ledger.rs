@@ -13,6 +13,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::changelog::OrderRecord;
 use crate::normalize::NormalizedOrder;
 
 /// Orders' version order: `updated_at`, then a content fingerprint.
@@ -119,35 +120,6 @@ pub struct Summary {
     pub orders_count: u64,
     pub email: Option<String>,
     pub currency: Option<String>,
-}
-
-/// One stored order version, as written to (and restored from) the changelog.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderRecord {
-    pub shop: String,
-    pub customer_id: u64,
-    pub order_id: u64,
-    pub version: Version,
-    #[serde(with = "rust_decimal::serde::str")]
-    pub amount: Decimal,
-    pub counted: bool,
-    pub email: Option<String>,
-    pub currency: Option<String>,
-}
-
-impl OrderRecord {
-    /// The changelog key: one entry per order, so compaction keeps each order's newest version
-    /// and a redaction is one tombstone per order.
-    pub fn key(shop: &str, customer_id: u64, order_id: u64) -> String {
-        format!("{shop}/{customer_id}/{order_id}")
-    }
-
-    /// `(shop, customer id, order id)` from a changelog key.
-    pub fn parse_key(key: &str) -> Option<(&str, u64, u64)> {
-        let (rest, order) = key.rsplit_once('/')?;
-        let (shop, customer) = rest.rsplit_once('/')?;
-        Some((shop, customer.parse().ok()?, order.parse().ok()?))
-    }
 }
 
 /// Replace the entry with the same order id, or append; true when appended. Appending

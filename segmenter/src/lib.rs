@@ -2,6 +2,8 @@
 //!
 //! - [`normalize`]: raw webhook bodies to order facts (exact ids and decimal amounts).
 //! - [`ledger`]: per-customer newest-version-per-order ledgers; the restorable state.
+//! - [`changelog`]: the ledger's changelog: entries and their keys, the state reset marker,
+//!   restore.
 //! - [`rules`]: the spend rule, the rule version, and the decision for one event (over the tier
 //!   table in [`schemas::tiers`], which the Okta writer reads too).
 //! - [`service`]: the consumer loop (batches, chunked produce, offsets after acks) and restore
@@ -11,6 +13,7 @@
 //! - [`tools`]: the operator commands' arguments and output (`whatif`, `replay`, `digest`).
 //! - [`config`], [`metrics`]: typed settings, validated at startup; the Prometheus metrics.
 
+pub mod changelog;
 pub mod config;
 pub mod ledger;
 pub mod metrics;

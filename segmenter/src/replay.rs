@@ -9,16 +9,12 @@
 //! has live members (they would overwrite the reset on their next commit).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
-
-/// The changelog key of a state reset marker (no order key has this form).
-pub const RESET_MARKER_KEY: &str = "__tierflow_state_reset__";
 
 /// Where to move the group's offsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,38 +218,6 @@ fn leave(consumer: &BaseConsumer) {
             break;
         }
     }
-}
-
-/// Write a state reset marker to every partition of the changelog.
-pub fn reset_state(client: &ClientConfig, changelog: &str, partitions: i32) -> anyhow::Result<()> {
-    let producer: ThreadedProducer<DefaultProducerContext> = {
-        let mut c = client.clone();
-        for (k, v) in service_runtime::kafka::ACKED_PRODUCER {
-            c.set(*k, *v);
-        }
-        c.remove("group.id");
-        c.create().context("creating a producer")?
-    };
-    let at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    let value = format!(r#"{{"reset_at_ms":{at}}}"#);
-    for p in 0..partitions {
-        producer
-            .send(
-                BaseRecord::to(changelog)
-                    .partition(p)
-                    .key(RESET_MARKER_KEY)
-                    .payload(&value),
-            )
-            .map_err(|(e, _)| e)
-            .context("queueing a reset marker")?;
-    }
-    producer
-        .flush(Duration::from_secs(30))
-        .context("writing the reset markers")?;
-    Ok(())
 }
 
 fn group_consumer(client: &ClientConfig, group: &str) -> anyhow::Result<BaseConsumer> {

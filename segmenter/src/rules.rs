@@ -5,7 +5,8 @@ use schemas::{Cause, SegmentUpdate, ShopifyTopic, TierRef, UpdateKind, SEGMENT_S
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::ledger::{CustomerKey, Ledger, OrderRecord, Summary};
+use crate::changelog::OrderRecord;
+use crate::ledger::{CustomerKey, Ledger, Summary};
 use crate::normalize::{Event, NormalizedOrder};
 use schemas::TierTable;
 

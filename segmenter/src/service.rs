@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{
     BorrowedHeaders, BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage,
@@ -43,8 +43,9 @@ use tokio::sync::mpsc;
 
 use service_runtime::kafka::GroupContext;
 
+use crate::changelog::{restore_partitions, OrderRecord};
 use crate::config::Settings;
-use crate::ledger::{Ledger, OrderRecord};
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::normalize::interpret;
 use crate::rules::{decide, ChangelogWrite, RecordMeta, Rules};
@@ -911,64 +912,6 @@ impl Segmenter {
         tracing::info!(partitions = ledgers.len(), records, customers, took = ?took, "partition state restored");
         Ok(ledgers)
     }
-}
-
-/// Read changelog `partitions` from their starts to their current ends into fresh ledgers,
-/// with one consumer. A state reset marker (`segmenter replay --rebuild-state`) empties the
-/// partition's ledger: what came before it is forgotten.
-pub fn restore_partitions(
-    config: &ClientConfig,
-    topic: &str,
-    partitions: &[i32],
-) -> anyhow::Result<(HashMap<i32, Ledger>, u64)> {
-    let consumer: BaseConsumer = config.create().context("creating the restore consumer")?;
-    let mut ledgers: HashMap<i32, Ledger> =
-        partitions.iter().map(|p| (*p, Ledger::new())).collect();
-    let ranges =
-        service_runtime::kafka::current_ranges(&consumer, topic, partitions.iter().copied())?;
-    let ten_minutes = Duration::from_secs(600);
-    let records = service_runtime::kafka::read_ranges(
-        &consumer,
-        topic,
-        &ranges,
-        ten_minutes,
-        Some(ten_minutes),
-        |m| {
-            let p = m.partition();
-            let ledger = ledgers.get_mut(&p).expect("assigned partitions only");
-            let key = m
-                .key()
-                .and_then(|k| std::str::from_utf8(k).ok())
-                .unwrap_or_default();
-            if key == crate::replay::RESET_MARKER_KEY {
-                *ledger = Ledger::new();
-                return Ok(());
-            }
-            match m.payload() {
-                Some(v) => match serde_json::from_slice::<OrderRecord>(v) {
-                    Ok(r) => {
-                        if let Err(e) = ledger.restore(&r) {
-                            tracing::error!(partition = p, offset = m.offset(), error = %e, "changelog record refused on restore");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(partition = p, offset = m.offset(), error = %e, "unreadable changelog record skipped")
-                    }
-                },
-                None => match OrderRecord::parse_key(key) {
-                    Some((shop, customer, order)) => ledger.restore_delete(shop, customer, order),
-                    None => tracing::error!(
-                        partition = p,
-                        offset = m.offset(),
-                        key,
-                        "unreadable changelog tombstone skipped"
-                    ),
-                },
-            }
-            Ok(())
-        },
-    )?;
-    Ok((ledgers, records))
 }
 
 /// Header `name` of `m` (see [`service_runtime::kafka::header`]), read in place.

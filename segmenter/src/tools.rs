@@ -221,7 +221,7 @@ fn replay(settings: &Settings, args: &ReplayArgs) -> anyhow::Result<()> {
     }
     if args.rebuild_state {
         let partitions = i32::try_from(moves.len())?;
-        replay::reset_state(&client, &settings.topics.ledger_changelog, partitions)?;
+        crate::changelog::reset_state(&client, &settings.topics.ledger_changelog, partitions)?;
         println!(
             "state reset markers written to {}",
             settings.topics.ledger_changelog

@@ -143,7 +143,7 @@ pub fn run_on_state(
     let partitions: Vec<i32> =
         (0..service_runtime::kafka::partition_count(&consumer, changelog)?).collect();
     drop(consumer);
-    let (ledgers, records) = crate::service::restore_partitions(client, changelog, &partitions)?;
+    let (ledgers, records) = crate::changelog::restore_partitions(client, changelog, &partitions)?;
     let mut report = Report {
         records,
         ..Report::default()

@@ -13,7 +13,7 @@ use common::*;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use rust_decimal::Decimal;
-use segmenter::ledger::OrderRecord;
+use segmenter::changelog::OrderRecord;
 
 const CHANGELOG: &str = "segmenter.ledger.changelog";
 
@@ -27,7 +27,7 @@ fn restore(bootstrap: &str) -> (State, u64) {
     client.set("group.id", "kafka-changelog-restore");
     let partitions: Vec<i32> = (0..PARTITIONS).collect();
     let (ledgers, records) =
-        segmenter::service::restore_partitions(&client, CHANGELOG, &partitions).unwrap();
+        segmenter::changelog::restore_partitions(&client, CHANGELOG, &partitions).unwrap();
     let mut state = State::new();
     for ledger in ledgers.values() {
         for key in ledger.all_customers() {

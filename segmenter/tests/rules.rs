@@ -264,7 +264,7 @@ proptest! {
         customers in proptest::collection::vec(versions(), 1..6),
         redact in proptest::option::of(0usize..6),
     ) {
-        use segmenter::ledger::OrderRecord;
+        use segmenter::changelog::OrderRecord;
         use segmenter::rules::ChangelogWrite;
         let r = rules();
         let mut live = Ledger::new();

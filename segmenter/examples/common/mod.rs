@@ -1,7 +1,8 @@
 //! What the benchmark examples share: a changelog as the segmenter writes it.
 
 use rust_decimal::Decimal;
-use segmenter::ledger::{OrderRecord, Version};
+use segmenter::changelog::OrderRecord;
+use segmenter::ledger::Version;
 
 /// `customers` customers with `per_customer` counted $45.50 orders each, as changelog records
 /// with the index of their customer (0..customers), customer by customer.
