@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use service_runtime::consumer::ConsumerShell;
 
 /// An Okta client plus the resolved tier groups: what the service and `dlq redrive` apply with.
 pub async fn applier(
@@ -44,43 +45,67 @@ pub async fn applier(
     Ok(apply::Applier::new(client, groups, &settings.okta, metrics))
 }
 
-/// Bind the admin listener, resolve the tier groups, and consume until `shutdown`; returns the
-/// admin address through `bound` as soon as it is known (tests bind port 0).
-pub async fn run(
-    settings: &config::Settings,
-    bootstrap: &str,
-    shutdown: impl Future<Output = ()>,
-    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
-) -> anyhow::Result<()> {
-    let registry = service_runtime::admin::registry("okta-writer");
-    let metrics = metrics::Metrics::register(&registry).context("registering metrics")?;
-    let admin = service_runtime::admin::AdminServer::start(
-        settings.okta_writer.admin_listen,
-        "okta_writer.admin_listen",
-        registry.clone(),
-    )
-    .await?;
-    if let Some(tx) = bound {
-        let _ = tx.send(admin.addr);
+/// The Okta writer, built (admin listener bound, tier groups resolved in Okta, Kafka connected)
+/// and ready to run: `build` → `admin_addr` → `run_until`, like the ingest's `Application`.
+#[derive(Debug)]
+pub struct Application {
+    shell: ConsumerShell,
+    writer: service::Writer,
+    settings: config::Settings,
+    bootstrap: String,
+}
+
+impl Application {
+    /// Validate-time work is done by [`config::Settings::load`]; this binds and connects.
+    pub async fn build(settings: &config::Settings, bootstrap: &str) -> anyhow::Result<Self> {
+        let shell = ConsumerShell::bind(
+            "okta-writer",
+            settings.okta_writer.admin_listen,
+            "okta_writer.admin_listen",
+        )
+        .await?;
+        let built = async {
+            let metrics =
+                metrics::Metrics::register(&shell.registry).context("registering metrics")?;
+            let applier = Arc::new(applier(settings, metrics.clone()).await?);
+            service::Writer::new(settings, bootstrap, applier, metrics)
+        }
+        .await;
+        let (shell, writer) = shell.keep(built).await?;
+        Ok(Application {
+            shell,
+            writer,
+            settings: settings.clone(),
+            bootstrap: bootstrap.to_owned(),
+        })
     }
-    let lag_metrics =
-        service_runtime::lag::LagMetrics::register(&registry).context("registering lag metrics")?;
-    let result = async {
-        let applier = Arc::new(applier(settings, metrics.clone()).await?);
-        let writer = service::Writer::new(settings, bootstrap, applier, metrics)?;
-        let _lag = service_runtime::lag::spawn_exporter(
-            service_runtime::kafka::client_config(&settings.kafka, bootstrap, &[], &[])?,
-            settings.okta_writer.group_id.clone(),
-            settings.topics.segments.clone(),
-            lag_metrics,
-            std::time::Duration::from_secs(5),
-        );
-        tracing::info!(admin = %admin.addr, group = %settings.okta_writer.group_id, okta = %settings.base_url()?, "okta-writer running");
-        writer.run(shutdown).await
+
+    /// The admin listener's address (`/metrics`, health).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.shell.admin_addr()
     }
-    .await;
-    admin.stop().await?;
-    result
+
+    /// Consume until `shutdown` resolves; then finish or hand back what is in flight, commit,
+    /// and stop.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Application {
+            shell,
+            writer,
+            settings,
+            bootstrap,
+        } = self;
+        let group = &settings.okta_writer.group_id;
+        tracing::info!(admin = %shell.admin_addr(), %group, okta = %settings.base_url()?, "okta-writer running");
+        shell
+            .run(
+                &settings.kafka,
+                &bootstrap,
+                group,
+                &settings.topics.segments,
+                writer.run(shutdown),
+            )
+            .await
+    }
 }
 
 /// `okta-writer groups`: each tier's group, its id and member count, as a table.

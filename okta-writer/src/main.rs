@@ -112,13 +112,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // The embedded broker must outlive the service, and stays on this thread (it is !Send).
     let (bootstrap, _embedded) =
         service_runtime::kafka::resolve_brokers(&settings.kafka, &settings.topics, "okta-writer")?;
-    okta_writer::run(
-        &settings,
-        &bootstrap,
-        service_runtime::shutdown::signal(),
-        None,
-    )
-    .await
+    okta_writer::Application::build(&settings, &bootstrap)
+        .await?
+        .run_until(service_runtime::shutdown::signal())
+        .await
 }
 
 async fn dlq(settings: Settings, cmd: DlqCommand) -> anyhow::Result<()> {

@@ -190,20 +190,11 @@ async fn main() -> anyhow::Result<()> {
         settings.segmenter.batch_size = n.parse()?;
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let b = bootstrap.clone();
-    let task = tokio::spawn(async move {
-        segmenter::run(
-            &settings,
-            &b,
-            async move {
-                let _ = stop_rx.await;
-            },
-            Some(bound_tx),
-        )
-        .await
-    });
-    let admin = bound_rx.await?;
+    let app = segmenter::Application::build(&settings, &bootstrap).await?;
+    let admin = app.admin_addr();
+    let task = tokio::spawn(app.run_until(async move {
+        let _ = stop_rx.await;
+    }));
     // Time from the first decided record to the last (the group join is not replay work).
     let mut first: Option<(Instant, f64)> = None;
     let client = reqwest::Client::new();

@@ -28,41 +28,62 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use service_runtime::consumer::ConsumerShell;
 
-/// Bind the admin listener, connect to Kafka, and run until `shutdown`; returns the admin
-/// address through `bound` as soon as it is known (tests bind port 0).
-pub async fn run(
-    settings: &config::Settings,
-    bootstrap: &str,
-    shutdown: impl Future<Output = ()>,
-    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
-) -> anyhow::Result<()> {
-    let registry = service_runtime::admin::registry("segmenter");
-    let metrics = metrics::Metrics::register(&registry).context("registering metrics")?;
-    let admin = service_runtime::admin::AdminServer::start(
-        settings.segmenter.admin_listen,
-        "segmenter.admin_listen",
-        registry.clone(),
-    )
-    .await?;
-    if let Some(tx) = bound {
-        let _ = tx.send(admin.addr);
+/// The segmenter, built (admin listener bound, Kafka connected, topics checked) and ready to
+/// run: `build` → `admin_addr` → `run_until`, like the ingest's `Application`.
+#[derive(Debug)]
+pub struct Application {
+    shell: ConsumerShell,
+    segmenter: service::Segmenter,
+    settings: config::Settings,
+    bootstrap: String,
+}
+
+impl Application {
+    /// Validate-time work is done by [`config::Settings::load`]; this binds and connects.
+    pub async fn build(settings: &config::Settings, bootstrap: &str) -> anyhow::Result<Self> {
+        let shell = ConsumerShell::bind(
+            "segmenter",
+            settings.segmenter.admin_listen,
+            "segmenter.admin_listen",
+        )
+        .await?;
+        let built = metrics::Metrics::register(&shell.registry)
+            .context("registering metrics")
+            .and_then(|m| service::Segmenter::new(settings, bootstrap, m));
+        let (shell, segmenter) = shell.keep(built).await?;
+        Ok(Application {
+            shell,
+            segmenter,
+            settings: settings.clone(),
+            bootstrap: bootstrap.to_owned(),
+        })
     }
-    let lag_metrics =
-        service_runtime::lag::LagMetrics::register(&registry).context("registering lag metrics")?;
-    let result = async {
-        let segmenter = service::Segmenter::new(settings, bootstrap, metrics)?;
-        let _lag = service_runtime::lag::spawn_exporter(
-            service_runtime::kafka::client_config(&settings.kafka, bootstrap, &[], &[])?,
-            settings.segmenter.group_id.clone(),
-            settings.topics.orders.clone(),
-            lag_metrics,
-            std::time::Duration::from_secs(5),
-        );
-        tracing::info!(admin = %admin.addr, group = %settings.segmenter.group_id, "segmenter running");
-        segmenter.run(shutdown).await
+
+    /// The admin listener's address (`/metrics`, health).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.shell.admin_addr()
     }
-    .await;
-    admin.stop().await?;
-    result
+
+    /// Consume until `shutdown` resolves; then finish the batch in hand, commit, and stop.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Application {
+            shell,
+            segmenter,
+            settings,
+            bootstrap,
+        } = self;
+        let group = &settings.segmenter.group_id;
+        tracing::info!(admin = %shell.admin_addr(), %group, "segmenter running");
+        shell
+            .run(
+                &settings.kafka,
+                &bootstrap,
+                group,
+                &settings.topics.orders,
+                segmenter.run(shutdown),
+            )
+            .await
+    }
 }

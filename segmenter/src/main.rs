@@ -50,11 +50,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let _telemetry = service_runtime::telemetry::init("segmenter", settings.telemetry.log_format)?;
     let (bootstrap, _embedded) =
         service_runtime::kafka::resolve_brokers(&settings.kafka, &settings.topics, "segmenter")?;
-    segmenter::run(
-        &settings,
-        &bootstrap,
-        service_runtime::shutdown::signal(),
-        None,
-    )
-    .await
+    segmenter::Application::build(&settings, &bootstrap)
+        .await?
+        .run_until(service_runtime::shutdown::signal())
+        .await
 }

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod consumer;
 pub mod kafka;
 pub mod lag;
 pub mod shutdown;

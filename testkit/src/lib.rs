@@ -6,16 +6,19 @@
 //!   with one KRaft node or three — with the pipeline's topics created by the same code as
 //!   `tierflow topics ensure`. `TIERFLOW_TEST_BROKER` picks it for tests that run on any.
 //! - [`process`]: the services' real binaries as processes a test can `kill -9` and restart.
+//! - [`running`]: a service built and run inside the test's process, stopped on request.
 //! - [`topic`]: reading what a topic holds (records, counts, headers).
 //! - waiting for a condition and reading a `/metrics` page (here).
 
 pub mod broker;
 pub mod process;
+pub mod running;
 pub mod topic;
 
 use std::time::{Duration, Instant};
 
 pub use broker::{Broker, BrokerKind};
+pub use running::Running;
 
 /// Poll `check` until it returns no complaints; panics with the last ones after `timeout`.
 pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> Vec<String>) {

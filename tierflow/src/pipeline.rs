@@ -188,33 +188,20 @@ impl Pipeline {
         let ingest_admin = app.admin_addr();
         tasks.push(("ingest", tokio::spawn(app.run_until(stopped(&stop_rx)))));
 
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let (s, b, shutdown) = (
-            settings.segmenter.clone(),
-            bootstrap.to_owned(),
-            stopped(&stop_rx),
-        );
-        tasks.push((
-            "segmenter",
-            tokio::spawn(async move { segmenter::run(&s, &b, shutdown, Some(tx)).await }),
-        ));
-        let segmenter_admin = rx
+        let app = segmenter::Application::build(&settings.segmenter, bootstrap)
             .await
-            .context("the segmenter stopped before binding its admin listener")?;
+            .context("starting the segmenter")?;
+        let segmenter_admin = app.admin_addr();
+        tasks.push(("segmenter", tokio::spawn(app.run_until(stopped(&stop_rx)))));
 
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let (s, b, shutdown) = (
-            settings.writer.clone(),
-            bootstrap.to_owned(),
-            stopped(&stop_rx),
-        );
+        let app = okta_writer::Application::build(&settings.writer, bootstrap)
+            .await
+            .context("starting the okta-writer")?;
+        let writer_admin = app.admin_addr();
         tasks.push((
             "okta-writer",
-            tokio::spawn(async move { okta_writer::run(&s, &b, shutdown, Some(tx)).await }),
+            tokio::spawn(app.run_until(stopped(&stop_rx))),
         ));
-        let writer_admin = rx
-            .await
-            .context("the okta-writer stopped before binding its admin listener")?;
 
         if let Some(rate) = options.load {
             // Sign as a shop the ingest accepts: with a global secret (inline or from

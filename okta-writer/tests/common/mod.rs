@@ -16,7 +16,6 @@ use rust_decimal::Decimal;
 use schemas::{headers as h, Cause, SegmentUpdate, TierRef, UpdateKind};
 use service_runtime::config::TopicsConfig;
 pub use testkit::{metric_sum, wait_for, Broker};
-use tokio::sync::oneshot;
 
 pub const SHOP: &str = "writer-test.myshopify.com";
 pub const TIERS: [&str; 4] = ["Potential", "New", "Active", "VIP"];
@@ -171,55 +170,14 @@ pub async fn produce(bootstrap: &str, updates: &[SegmentUpdate]) {
     }
 }
 
-/// A running in-process writer.
-pub struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
-    pub admin: std::net::SocketAddr,
-}
+pub use testkit::Running;
 
+/// The writer built and running in-process.
 pub async fn start(settings: Settings, bootstrap: &str) -> Running {
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (bound_tx, bound_rx) = oneshot::channel();
-    let bootstrap = bootstrap.to_owned();
-    let handle = tokio::spawn(async move {
-        okta_writer::run(
-            &settings,
-            &bootstrap,
-            async move {
-                let _ = stop_rx.await;
-            },
-            Some(bound_tx),
-        )
+    let app = okta_writer::Application::build(&settings, bootstrap)
         .await
-    });
-    let admin = bound_rx.await.expect("writer bound its admin listener");
-    Running {
-        stop: Some(stop_tx),
-        handle,
-        admin,
-    }
-}
-
-impl Running {
-    pub async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.handle.await.unwrap().expect("clean writer shutdown");
-    }
-
-    pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.admin))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// The value of a metric line starting with `prefix` (0 when absent).
-    pub async fn metric(&self, prefix: &str) -> f64 {
-        metric_sum(&self.metrics().await, prefix)
-    }
+        .expect("the writer starts");
+    Running::spawn(app.admin_addr(), |stop| app.run_until(stop))
 }
 
 /// Whether `customer`'s Okta state is exactly `u`'s: the two attributes, and of the tier groups

@@ -17,7 +17,6 @@ use segmenter::config::Settings;
 use service_runtime::config::TopicsConfig;
 pub use testkit::topic::{header, read_all};
 use testkit::Broker;
-use tokio::sync::oneshot;
 
 pub const SHOP: &str = "seg-test.myshopify.com";
 pub const PARTITIONS: i32 = 6;
@@ -45,40 +44,25 @@ pub fn settings(bootstrap: &str, group: &str) -> Settings {
     s
 }
 
-/// A running in-process segmenter.
-pub struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
-    pub admin: std::net::SocketAddr,
-}
+pub use testkit::Running;
 
+/// The segmenter built and running in-process.
 pub async fn start(settings: Settings, bootstrap: &str) -> Running {
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (bound_tx, bound_rx) = oneshot::channel();
-    let bootstrap = bootstrap.to_owned();
-    let handle = tokio::spawn(async move {
-        segmenter::run(
-            &settings,
-            &bootstrap,
-            async move {
-                let _ = stop_rx.await;
-            },
-            Some(bound_tx),
-        )
+    let app = segmenter::Application::build(&settings, bootstrap)
         .await
-    });
-    let admin = bound_rx.await.expect("segmenter bound its admin listener");
-    Running {
-        stop: Some(stop_tx),
-        handle,
-        admin,
-    }
+        .expect("the segmenter starts");
+    Running::spawn(app.admin_addr(), |stop| app.run_until(stop))
 }
 
-impl Running {
+/// What the segmenter tests ask of a running segmenter beyond [`Running`].
+pub trait SegmenterRunning {
     /// The `/metrics` page once `records` input records have been counted, or as it is when
     /// `within` has passed (the caller's assertions then say what is missing).
-    pub async fn metrics_after(&self, records: u64, within: Duration) -> String {
+    async fn metrics_after(&self, records: u64, within: Duration) -> String;
+}
+
+impl SegmenterRunning for Running {
+    async fn metrics_after(&self, records: u64, within: Duration) -> String {
         let deadline = Instant::now() + within;
         loop {
             let m = self.metrics().await;
@@ -90,22 +74,6 @@ impl Running {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-
-    pub async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.handle
-            .await
-            .unwrap()
-            .expect("clean segmenter shutdown");
-    }
-
-    pub async fn metrics(&self) -> String {
-        reqwest_get(&format!("http://{}/metrics", self.admin)).await
-    }
-}
-
-async fn reqwest_get(url: &str) -> String {
-    reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
 /// An input record as the ingest writes it.
