@@ -23,15 +23,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use service_runtime::consumer::ConsumerShell;
+use service_runtime::consumer::{ConsumerShell, Watched};
 
 /// An Okta client plus the resolved tier groups: what the service and `dlq redrive` apply with.
 pub async fn applier(
     settings: &config::Settings,
     metrics: metrics::Metrics,
 ) -> anyhow::Result<apply::Applier> {
+    let okta = settings.base_url()?;
     let client = client::OktaClient::new(
-        settings.base_url()?,
+        okta.clone(),
         settings.credentials()?,
         &settings.okta,
         metrics.clone(),
@@ -40,7 +41,7 @@ pub async fn applier(
         .await
         .context("resolving the tier groups in Okta")?;
     for g in &groups.groups {
-        tracing::info!(tier = %g.tier, group = %g.name, id = %g.id, "tier group resolved");
+        tracing::info!(%okta, tier = %g.tier, group = %g.name, id = %g.id, "tier group resolved");
     }
     Ok(apply::Applier::new(client, groups, &settings.okta, metrics))
 }
@@ -51,8 +52,6 @@ pub async fn applier(
 pub struct Application {
     shell: ConsumerShell,
     writer: service::Writer,
-    settings: config::Settings,
-    bootstrap: String,
 }
 
 impl Application {
@@ -62,6 +61,12 @@ impl Application {
             "okta-writer",
             settings.okta_writer.admin_listen,
             "okta_writer.admin_listen",
+            Watched {
+                kafka: &settings.kafka,
+                bootstrap,
+                group: &settings.okta_writer.group_id,
+                topic: &settings.topics.segments,
+            },
         )
         .await?;
         let built = async {
@@ -72,12 +77,7 @@ impl Application {
         }
         .await;
         let (shell, writer) = shell.keep(built).await?;
-        Ok(Application {
-            shell,
-            writer,
-            settings: settings.clone(),
-            bootstrap: bootstrap.to_owned(),
-        })
+        Ok(Application { shell, writer })
     }
 
     /// The admin listener's address (`/metrics`, health).
@@ -88,23 +88,7 @@ impl Application {
     /// Consume until `shutdown` resolves; then finish or hand back what is in flight, commit,
     /// and stop.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Application {
-            shell,
-            writer,
-            settings,
-            bootstrap,
-        } = self;
-        let group = &settings.okta_writer.group_id;
-        tracing::info!(admin = %shell.admin_addr(), %group, okta = %settings.base_url()?, "okta-writer running");
-        shell
-            .run(
-                &settings.kafka,
-                &bootstrap,
-                group,
-                &settings.topics.segments,
-                writer.run(shutdown),
-            )
-            .await
+        self.shell.run(self.writer.run(shutdown)).await
     }
 }
 

@@ -28,7 +28,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use service_runtime::consumer::ConsumerShell;
+use service_runtime::consumer::{ConsumerShell, Watched};
 
 /// The segmenter, built (admin listener bound, Kafka connected, topics checked) and ready to
 /// run: `build` → `admin_addr` → `run_until`, like the ingest's `Application`.
@@ -36,8 +36,6 @@ use service_runtime::consumer::ConsumerShell;
 pub struct Application {
     shell: ConsumerShell,
     segmenter: service::Segmenter,
-    settings: config::Settings,
-    bootstrap: String,
 }
 
 impl Application {
@@ -47,18 +45,19 @@ impl Application {
             "segmenter",
             settings.segmenter.admin_listen,
             "segmenter.admin_listen",
+            Watched {
+                kafka: &settings.kafka,
+                bootstrap,
+                group: &settings.segmenter.group_id,
+                topic: &settings.topics.orders,
+            },
         )
         .await?;
         let built = metrics::Metrics::register(&shell.registry)
             .context("registering metrics")
             .and_then(|m| service::Segmenter::new(settings, bootstrap, m));
         let (shell, segmenter) = shell.keep(built).await?;
-        Ok(Application {
-            shell,
-            segmenter,
-            settings: settings.clone(),
-            bootstrap: bootstrap.to_owned(),
-        })
+        Ok(Application { shell, segmenter })
     }
 
     /// The admin listener's address (`/metrics`, health).
@@ -68,22 +67,6 @@ impl Application {
 
     /// Consume until `shutdown` resolves; then finish the batch in hand, commit, and stop.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Application {
-            shell,
-            segmenter,
-            settings,
-            bootstrap,
-        } = self;
-        let group = &settings.segmenter.group_id;
-        tracing::info!(admin = %shell.admin_addr(), %group, "segmenter running");
-        shell
-            .run(
-                &settings.kafka,
-                &bootstrap,
-                group,
-                &settings.topics.orders,
-                segmenter.run(shutdown),
-            )
-            .await
+        self.shell.run(self.segmenter.run(shutdown)).await
     }
 }

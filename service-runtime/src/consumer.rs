@@ -3,9 +3,9 @@
 //! `admin_addr()` → `run_until(shutdown)`.
 //!
 //! [`ConsumerShell::bind`] makes the metrics registry and binds the admin listener (`/metrics`,
-//! health) before the service connects anywhere; [`ConsumerShell::run`] runs the loop beside
-//! the consumer-group lag exporter and stops the admin listener after the loop ends, whatever
-//! it returned.
+//! health) before the service connects anywhere, and prepares the lag exporter for the
+//! service's group; [`ConsumerShell::run`] runs the loop beside that exporter and stops the
+//! admin listener after the loop ends, whatever it returned.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,12 +20,25 @@ use crate::lag::LagMetrics;
 /// How often the lag exporter reads the group's offsets.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A consuming service's registry, admin listener and lag metrics.
+/// The group whose lag a service exports: its own, on its input topic.
+#[derive(Debug, Clone, Copy)]
+pub struct Watched<'a> {
+    pub kafka: &'a KafkaConfig,
+    pub bootstrap: &'a str,
+    pub group: &'a str,
+    pub topic: &'a str,
+}
+
+/// A consuming service's registry, admin listener and lag exporter.
 pub struct ConsumerShell {
     /// The service registers its own metrics here (they are served on the admin listener).
     pub registry: prometheus::Registry,
+    service: String,
     admin: AdminServer,
     lag: LagMetrics,
+    lag_client: rdkafka::ClientConfig,
+    group: String,
+    topic: String,
 }
 
 impl std::fmt::Debug for ConsumerShell {
@@ -37,16 +50,26 @@ impl std::fmt::Debug for ConsumerShell {
 }
 
 impl ConsumerShell {
-    /// A registry for `service` and its admin listener on `listen` (`field` names the config
-    /// key in a bind error).
-    pub async fn bind(service: &str, listen: SocketAddr, field: &str) -> anyhow::Result<Self> {
+    /// A registry for `service`, its admin listener on `listen` (`field` names the config
+    /// key in a bind error), and the lag exporter's settings for `watched`.
+    pub async fn bind(
+        service: &str,
+        listen: SocketAddr,
+        field: &str,
+        watched: Watched<'_>,
+    ) -> anyhow::Result<Self> {
+        let lag_client = crate::kafka::client_config(watched.kafka, watched.bootstrap, &[], &[])?;
         let registry = crate::admin::registry(service);
         let lag = LagMetrics::register(&registry).context("registering lag metrics")?;
         let admin = AdminServer::start(listen, field, registry.clone()).await?;
         Ok(ConsumerShell {
             registry,
+            service: service.to_owned(),
             admin,
             lag,
+            lag_client,
+            group: watched.group.to_owned(),
+            topic: watched.topic.to_owned(),
         })
     }
 
@@ -55,27 +78,18 @@ impl ConsumerShell {
         self.admin.addr
     }
 
-    /// Run `work` (the service's loop) while exporting the lag of `group` on `topic`, then
-    /// stop the admin listener. The loop's error wins over a failed stop.
-    pub async fn run(
-        self,
-        kafka: &KafkaConfig,
-        bootstrap: &str,
-        group: &str,
-        topic: &str,
-        work: impl Future<Output = anyhow::Result<()>>,
-    ) -> anyhow::Result<()> {
-        let result = async {
-            let _lag = crate::lag::spawn_exporter(
-                crate::kafka::client_config(kafka, bootstrap, &[], &[])?,
-                group.to_owned(),
-                topic.to_owned(),
-                self.lag,
-                LAG_INTERVAL,
-            );
-            work.await
-        }
-        .await;
+    /// Run `work` (the service's loop) while exporting its group's lag, then stop the admin
+    /// listener. The loop's error wins over a failed stop.
+    pub async fn run(self, work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+        tracing::info!(admin = %self.admin.addr, group = %self.group, "{} running", self.service);
+        let _lag = crate::lag::spawn_exporter(
+            self.lag_client,
+            self.group,
+            self.topic,
+            self.lag,
+            LAG_INTERVAL,
+        );
+        let result = work.await;
         let stopped = self.admin.stop().await;
         result.and(stopped)
     }
