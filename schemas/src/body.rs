@@ -19,6 +19,12 @@ use serde::de::value::MapDeserializer;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+/// Whether `body` starts a JSON object. Checked before deserialising a body: serde's derived
+/// structs also accept a JSON array (fields by position), and no Shopify body is one.
+pub(crate) fn starts_an_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// The top-level fields of a JSON object body, each value unparsed.
 #[derive(Debug)]
 pub struct BodyFields<'a> {
@@ -26,10 +32,9 @@ pub struct BodyFields<'a> {
 }
 
 impl<'a> BodyFields<'a> {
-    /// Scan `body`, which must be one JSON object (serde's derived structs would also take an
-    /// array, fields by position: no Shopify body is one).
+    /// Scan `body`, which must be one JSON object.
     pub fn parse(body: &'a [u8]) -> Result<Self, serde_json::Error> {
-        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        if !starts_an_object(body) {
             return Err(de::Error::custom("expected a JSON object"));
         }
         serde_json::from_slice(body)
@@ -38,11 +43,6 @@ impl<'a> BodyFields<'a> {
     /// Deserialise `T` from the fields it names (all fields if it is not a struct).
     pub fn read<T: Deserialize<'a>>(&self) -> Result<T, serde_json::Error> {
         T::deserialize(self)
-    }
-
-    /// The raw value of field `name` (the first, if it is repeated).
-    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
-        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
     }
 
     fn entries<'s>(
@@ -152,8 +152,6 @@ mod tests {
                 name: Some("a\"b".into())
             }
         );
-        assert_eq!(f.get("other").unwrap().get(), r#"{"id":9}"#);
-        assert!(f.get("missing").is_none());
     }
 
     #[test]

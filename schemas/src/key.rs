@@ -77,9 +77,7 @@ impl KeyError {
 /// Deserialises straight into the few fields it reads (the fastest read of a body nobody
 /// else needs: the ingest's); [`record_key_of`] is the same rule over a body already scanned.
 pub fn record_key(shop: &str, topic: ShopifyTopic, body: &[u8]) -> Result<RecordKey, KeyError> {
-    // serde's derived structs also accept a JSON array (fields by position): only an object is
-    // a Shopify body.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if !crate::body::starts_an_object(body) {
         return Err(KeyError::NotJson("expected a JSON object".into()));
     }
     let fields: KeyFields =
