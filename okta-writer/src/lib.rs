@@ -6,16 +6,25 @@
 //! - [`client`]: the Okta API client (auth, errors, retries with `backoff`).
 //! - [`limiter`]: per-bucket pacing from `X-Rate-Limit-*` and adaptive concurrency.
 //! - [`apply`]: one customer's update as the fewest Okta calls; user and group resolution.
-//! - [`service`]: the consumer loop (per-customer order, coalescing, offsets, pauses).
+//! - [`service`]: the consumer loop: receives, dispatches applications, stores offsets,
+//!   pauses; its state is [`queue`] (per-customer order), [`offsets`] (what may be stored) and
+//!   [`credentials`] (the pause while Okta rejects the credentials).
+//! - [`job`]: one application: a customer's records coalesced, applied, or dead-lettered.
+//! - [`failure`]: dead-letter reasons, each with its label and exception class.
+//! - [`metrics`]: the writer's Prometheus metrics.
 //! - [`dlq`]: dead-letter records, `dlq list` and `dlq redrive`.
 
 pub mod apply;
 pub mod client;
 pub mod config;
+pub mod credentials;
 pub mod dlq;
 pub mod failure;
+pub mod job;
 pub mod limiter;
 pub mod metrics;
+pub mod offsets;
+pub mod queue;
 pub mod service;
 
 use std::future::Future;

@@ -21,85 +21,38 @@
 //!   after each pause one customer is tried as a probe, and the first success resumes
 //!   everything. Nothing is dead-lettered for it.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, TopicPartitionList};
-use schemas::SegmentUpdate;
 use service_runtime::kafka::GroupContext;
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
-use tracing::Instrument;
 
-use crate::apply::{Applier, ApplyError, Outcome};
-use crate::config::Settings;
-use crate::dlq::{self, FailureContext};
-use crate::failure::DeadLetterReason;
+use crate::apply::Applier;
+use crate::config::{Settings, WriterConfig};
+use crate::credentials::CredentialsGate;
+use crate::job::{run_job, JobContext, JobEnd};
 use crate::metrics::Metrics;
+use crate::offsets::OffsetTracker;
+use crate::queue::{CustomerQueue, Job, Rec};
 
-/// One received record.
-#[derive(Debug)]
-struct Rec {
-    partition: i32,
-    offset: i64,
-    epoch: u64,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    headers: Option<OwnedHeaders>,
-    timestamp_ms: Option<i64>,
-}
-
-/// How an application of one customer's queued records ended.
-#[derive(Debug)]
-enum JobEnd {
-    /// Every record is done (applied, skipped, superseded or dead-lettered).
-    Done,
-    /// Okta rejects the credentials: records go back to the front of the queue.
-    Credentials(String),
-    /// Writing the dead letter failed: records go back; the application is retried.
-    Retry(String),
-}
-
-struct Job {
-    customer: Vec<u8>,
-    recs: Vec<Rec>,
-    probe: bool,
-}
-
-struct CredentialsPause {
-    until: Instant,
-    backoff: Duration,
-    probe_in_flight: bool,
-}
-
-/// Everything a job task needs.
-struct Shared {
-    applier: Arc<Applier>,
-    producer: FutureProducer,
-    dlq_topic: String,
-    source_topic: String,
-    group: String,
-    metrics: Metrics,
-}
-
-#[derive(Default)]
-struct Tracker {
-    epoch: u64,
-    /// Received offsets → done.
-    offsets: BTreeMap<i64, bool>,
-}
-
+/// The consumer and what the loop's applications share; [`Writer::run`] is the loop.
 pub struct Writer {
     consumer: StreamConsumer<GroupContext>,
-    shared: Arc<Shared>,
-    settings: Settings,
+    jobs: Arc<JobContext>,
+    cfg: WriterConfig,
+    /// `[okta] credentials_pause` and `credentials_pause_max`.
+    credentials_pause: (Duration, Duration),
+    topic: String,
     metrics: Metrics,
+    /// The running applications by partition, shared with the revoke hook.
     in_flight: InFlight,
 }
 
@@ -150,13 +103,28 @@ fn stop_revoked(in_flight: &InFlight, partitions: &[i32]) {
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writer")
-            .field("group", &self.settings.okta_writer.group_id)
+            .field("group", &self.jobs.group)
             .finish_non_exhaustive()
     }
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// The loop's state between two events.
+struct LoopState {
+    /// Records received and not yet done, per customer.
+    queue: CustomerQueue,
+    /// Which offsets may be stored.
+    offsets: OffsetTracker,
+    credentials: CredentialsGate,
+    /// The running applications.
+    tasks: JoinSet<(Job, JobEnd)>,
+    /// What each running application holds (customer, records, probe), for when a revoke
+    /// aborts it: no [`Job`] comes back then.
+    running: HashMap<tokio::task::Id, (Vec<u8>, usize, bool)>,
+    /// When waiting customers are next dispatched: `batch_wait` after a record arrives (so a
+    /// burst for one customer coalesces), at once when an application ends.
+    dispatch_at: Option<Instant>,
+    /// Whether the assigned partitions are paused (full, or credentials rejected).
+    paused: bool,
 }
 
 impl Writer {
@@ -198,7 +166,7 @@ impl Writer {
             .context("subscribing to the segments topic")?;
         Ok(Writer {
             consumer,
-            shared: Arc::new(Shared {
+            jobs: Arc::new(JobContext {
                 applier,
                 producer,
                 dlq_topic: settings.topics.okta_dlq.clone(),
@@ -206,7 +174,12 @@ impl Writer {
                 group: cfg.group_id.clone(),
                 metrics: metrics.clone(),
             }),
-            settings: settings.clone(),
+            cfg: cfg.clone(),
+            credentials_pause: (
+                settings.okta.credentials_pause,
+                settings.okta.credentials_pause_max,
+            ),
+            topic: settings.topics.segments.clone(),
             metrics,
             in_flight,
         })
@@ -215,182 +188,188 @@ impl Writer {
     /// Run until `shutdown`; then finish (or abandon, after `shutdown_timeout`) what is in
     /// flight, store what is done and commit.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let cfg = self.settings.okta_writer.clone();
-        let okta = self.settings.okta.clone();
-        let topic = self.settings.topics.segments.clone();
-        let mut trackers: HashMap<i32, Tracker> = HashMap::new();
-        let mut queued: HashMap<Vec<u8>, Vec<Rec>> = HashMap::new();
-        let mut ready: VecDeque<Vec<u8>> = VecDeque::new();
-        let mut busy: HashSet<Vec<u8>> = HashSet::new();
-        let mut tasks: JoinSet<(Job, JobEnd)> = JoinSet::new();
-        // What each running task holds, for when a revoke aborts it (no Job comes back then).
-        let mut running: HashMap<tokio::task::Id, (Vec<u8>, usize, bool)> = HashMap::new();
-        let spawn = |tasks: &mut JoinSet<(Job, JobEnd)>,
-                     running: &mut HashMap<tokio::task::Id, (Vec<u8>, usize, bool)>,
-                     job: Job| {
-            let partition = job.recs.first().map_or(-1, |r| r.partition);
-            let held = (job.customer.clone(), job.recs.len(), job.probe);
-            let h = tasks.spawn(run_job(self.shared.clone(), job));
-            running.insert(h.id(), held);
-            self.in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(h.id(), (partition, h));
+        let mut s = LoopState {
+            queue: CustomerQueue::default(),
+            offsets: OffsetTracker::default(),
+            credentials: CredentialsGate::new(self.credentials_pause.0, self.credentials_pause.1),
+            tasks: JoinSet::new(),
+            running: HashMap::new(),
+            dispatch_at: None,
+            paused: false,
         };
-        let mut buffered = 0usize;
-        let mut dispatch_at: Option<Instant> = None;
-        let mut credentials: Option<CredentialsPause> = None;
-        let mut paused = false;
-        let mut buffered_dropped = 0usize;
         tokio::pin!(shutdown);
-
         loop {
-            // Pause while full or while the credentials are rejected; resume below half full.
-            let want_pause = credentials.is_some() || buffered >= cfg.max_buffered_records;
-            let want_resume = credentials.is_none() && buffered <= cfg.max_buffered_records / 2;
-            if want_pause && !paused {
-                self.set_paused(true);
-                paused = true;
-            } else if paused && want_resume {
-                self.set_paused(false);
-                paused = false;
-            }
-            let resume_at = credentials
-                .as_ref()
-                .filter(|c| !c.probe_in_flight)
-                .map(|c| c.until);
+            self.pause_or_resume(&mut s);
+            let probe_due = s.credentials.probe_due();
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    let (id, (job, end)) = match joined {
-                        Ok(done) => done,
-                        Err(e) if e.is_cancelled() => {
-                            // Aborted by a revoke: its records belong to the next owner.
-                            if let Some((customer, records, probe)) = running.remove(&e.id()) {
-                                busy.remove(&customer);
-                                buffered -= records;
-                                if probe {
-                                    if let Some(c) = credentials.as_mut() {
-                                        c.probe_in_flight = false;
-                                    }
-                                }
-                            }
-                            self.metrics.customers_in_flight.set(tasks.len() as i64);
-                            continue;
-                        }
-                        Err(e) => return Err(anyhow::Error::new(e).context("an Okta writer task panicked")),
-                    };
-                    running.remove(&id);
-                    self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                    busy.remove(&job.customer);
-                    self.metrics.customers_in_flight.set(tasks.len() as i64);
-                    match end {
-                        JobEnd::Done => {
-                            if credentials.take().is_some() {
-                                tracing::info!("Okta accepts the credentials again; resuming");
-                                self.metrics.credentials_paused.set(0);
-                            }
-                            buffered -= job.recs.len();
-                            self.mark_done(&topic, &mut trackers, &job.recs);
-                        }
-                        JobEnd::Credentials(message) => {
-                            let backoff = match &credentials {
-                                Some(c) if job.probe => (c.backoff * 2).min(okta.credentials_pause_max),
-                                Some(c) => c.backoff,
-                                None => okta.credentials_pause,
-                            };
-                            if credentials.is_none() || job.probe {
-                                tracing::error!(error = %message, pause = ?backoff, "Okta rejects the writer's credentials; consuming paused, nothing dead-lettered");
-                                credentials = Some(CredentialsPause { until: Instant::now() + backoff, backoff, probe_in_flight: false });
-                            }
-                            self.metrics.credentials_paused.set(1);
-                            requeue(&mut queued, &mut ready, job);
-                        }
-                        JobEnd::Retry(message) => {
-                            tracing::warn!(error = %message, "writing a dead letter failed; will retry the customer");
-                            requeue(&mut queued, &mut ready, job);
-                            dispatch_at.get_or_insert(Instant::now() + Duration::from_secs(1));
-                        }
-                    }
-                    if !ready.is_empty() {
-                        dispatch_at.get_or_insert(Instant::now());
-                    }
+                Some(joined) = s.tasks.join_next_with_id(), if !s.tasks.is_empty() => {
+                    self.on_application_end(&mut s, joined)?;
                 }
-                _ = tokio::time::sleep_until(resume_at.unwrap_or_else(Instant::now)), if resume_at.is_some() => {
-                    // One customer tries the credentials.
-                    if let Some(c) = credentials.as_mut() {
-                        if let Some(job) = next_job(&mut queued, &mut ready, &busy, &self.consumer, true, &mut buffered_dropped) {
-                            c.probe_in_flight = true;
-                            busy.insert(job.customer.clone());
-                            spawn(&mut tasks, &mut running, job);
-                        } else {
-                            c.until = Instant::now() + c.backoff;
+                _ = tokio::time::sleep_until(probe_due.unwrap_or_else(Instant::now)), if probe_due.is_some() => {
+                    self.on_probe_due(&mut s);
+                }
+                _ = tokio::time::sleep_until(s.dispatch_at.unwrap_or_else(Instant::now)), if s.dispatch_at.is_some() => {
+                    self.on_dispatch_due(&mut s);
+                }
+                received = self.consumer.recv() => match received {
+                    Ok(m) => {
+                        if let Some(rec) = self.received(&mut s, &m) {
+                            s.queue.push(rec);
+                            s.dispatch_at.get_or_insert(Instant::now() + self.cfg.batch_wait);
                         }
                     }
-                }
-                _ = tokio::time::sleep_until(dispatch_at.unwrap_or_else(Instant::now)), if dispatch_at.is_some() => {
-                    dispatch_at = None;
-                    if credentials.is_none() {
-                        while tasks.len() < cfg.max_customers_in_flight {
-                            let Some(job) = next_job(&mut queued, &mut ready, &busy, &self.consumer, false, &mut buffered_dropped) else { break };
-                            busy.insert(job.customer.clone());
-                            spawn(&mut tasks, &mut running, job);
-                        }
-                        self.metrics.customers_in_flight.set(tasks.len() as i64);
-                    }
-                }
-                received = self.consumer.recv() => {
-                    let m = match received {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "Kafka consumer error");
-                            continue;
-                        }
-                    };
-                    let Some(epoch) = self.consumer.context().epoch(m.partition()) else { continue };
-                    let tracker = trackers.entry(m.partition()).or_default();
-                    if tracker.epoch != epoch {
-                        *tracker = Tracker { epoch, offsets: BTreeMap::new() };
-                    }
-                    tracker.offsets.insert(m.offset(), false);
-                    let rec = Rec {
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        epoch,
-                        key: m.key().map(<[u8]>::to_vec),
-                        payload: m.payload().map(<[u8]>::to_vec),
-                        headers: m.headers().map(|h| h.detach()),
-                        timestamp_ms: m.timestamp().to_millis(),
-                    };
-                    // Records without a key cannot be ordered per customer; they stand alone.
-                    let customer = rec.key.clone().unwrap_or_else(|| format!("\0{}/{}", rec.partition, rec.offset).into_bytes());
-                    let q = queued.entry(customer.clone()).or_default();
-                    if q.is_empty() {
-                        ready.push_back(customer);
-                    }
-                    q.push(rec);
-                    buffered += 1;
-                    dispatch_at.get_or_insert(Instant::now() + cfg.batch_wait);
-                }
+                    Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+                },
             }
-            buffered -= std::mem::take(&mut buffered_dropped);
-            self.metrics.buffered.set(buffered as i64);
+            self.metrics.buffered.set(s.queue.held() as i64);
         }
+        self.stop(s).await;
+        Ok(())
+    }
 
-        // Shutdown: no new work; let in-flight applications finish for a while.
-        tracing::info!(in_flight = tasks.len(), "okta-writer stopping");
-        let deadline = Instant::now() + cfg.shutdown_timeout;
-        while !tasks.is_empty() {
-            match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-                Ok(Some(Ok((job, JobEnd::Done)))) => {
-                    self.mark_done(&topic, &mut trackers, &job.recs)
+    /// Pause while full or while the credentials are rejected; resume below half full.
+    fn pause_or_resume(&self, s: &mut LoopState) {
+        let held = s.queue.held();
+        let want_pause = s.credentials.is_paused() || held >= self.cfg.max_buffered_records;
+        let want_resume = !s.credentials.is_paused() && held <= self.cfg.max_buffered_records / 2;
+        if want_pause && !s.paused {
+            self.set_paused(true);
+            s.paused = true;
+        } else if s.paused && want_resume {
+            self.set_paused(false);
+            s.paused = false;
+        }
+    }
+
+    /// A received record, tracked; `None` if its partition is no longer assigned.
+    fn received(&self, s: &mut LoopState, m: &BorrowedMessage<'_>) -> Option<Rec> {
+        let epoch = self.consumer.context().epoch(m.partition())?;
+        s.offsets.received(m.partition(), epoch, m.offset());
+        Some(Rec {
+            partition: m.partition(),
+            offset: m.offset(),
+            epoch,
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers: m.headers().map(|h| h.detach()),
+            timestamp_ms: m.timestamp().to_millis(),
+        })
+    }
+
+    /// Whether `rec` was received in its partition's current assignment.
+    fn is_current(&self, rec: &Rec) -> bool {
+        self.consumer.context().epoch(rec.partition) == Some(rec.epoch)
+    }
+
+    fn spawn(&self, s: &mut LoopState, job: Job) {
+        let partition = job.recs.first().map_or(-1, |r| r.partition);
+        let held = (job.customer.clone(), job.recs.len(), job.probe);
+        let h = s.tasks.spawn(run_job(self.jobs.clone(), job));
+        s.running.insert(h.id(), held);
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(h.id(), (partition, h));
+        self.metrics.customers_in_flight.set(s.tasks.len() as i64);
+    }
+
+    /// `batch_wait` is over (or an application ended): start applications for waiting
+    /// customers up to `max_customers_in_flight`, unless the credentials are rejected.
+    fn on_dispatch_due(&self, s: &mut LoopState) {
+        s.dispatch_at = None;
+        if s.credentials.is_paused() {
+            return;
+        }
+        while s.tasks.len() < self.cfg.max_customers_in_flight {
+            let Some(job) = s.queue.next_job(false, |r| self.is_current(r)) else {
+                break;
+            };
+            self.spawn(s, job);
+        }
+    }
+
+    /// The credentials pause is over: one customer tries them.
+    fn on_probe_due(&self, s: &mut LoopState) {
+        match s.queue.next_job(true, |r| self.is_current(r)) {
+            Some(job) => {
+                s.credentials.probe_started();
+                self.spawn(s, job);
+            }
+            None => s.credentials.nothing_to_probe(Instant::now()),
+        }
+    }
+
+    /// An application ended: store what is done, or put its records back.
+    fn on_application_end(
+        &self,
+        s: &mut LoopState,
+        joined: Result<(tokio::task::Id, (Job, JobEnd)), JoinError>,
+    ) -> anyhow::Result<()> {
+        let (id, (job, end)) = match joined {
+            Ok(done) => done,
+            Err(e) if e.is_cancelled() => {
+                // Aborted by a revoke: its records belong to the next owner.
+                if let Some((customer, records, probe)) = s.running.remove(&e.id()) {
+                    s.queue.aborted(&customer, records);
+                    if probe {
+                        s.credentials.probe_lost();
+                    }
                 }
+                self.metrics.customers_in_flight.set(s.tasks.len() as i64);
+                return Ok(());
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("an Okta writer task panicked")),
+        };
+        s.running.remove(&id);
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        self.metrics.customers_in_flight.set(s.tasks.len() as i64);
+        match end {
+            JobEnd::Done => {
+                if s.credentials.accepted() {
+                    tracing::info!("Okta accepts the credentials again; resuming");
+                    self.metrics.credentials_paused.set(0);
+                }
+                s.queue.finished(&job);
+                self.store_done(s, &job.recs);
+            }
+            JobEnd::Credentials(message) => {
+                if let Some(pause) = s.credentials.rejected(job.probe, Instant::now()) {
+                    tracing::error!(error = %message, ?pause, "Okta rejects the writer's credentials; consuming paused, nothing dead-lettered");
+                }
+                self.metrics.credentials_paused.set(1);
+                s.queue.requeue(job);
+            }
+            JobEnd::Retry(message) => {
+                tracing::warn!(error = %message, "writing a dead letter failed; will retry the customer");
+                s.queue.requeue(job);
+                s.dispatch_at
+                    .get_or_insert(Instant::now() + Duration::from_secs(1));
+            }
+        }
+        if s.queue.has_waiting() {
+            s.dispatch_at.get_or_insert(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Shutdown: no new work; let in-flight applications finish for up to `shutdown_timeout`,
+    /// store what they finished and commit.
+    async fn stop(&self, mut s: LoopState) {
+        tracing::info!(in_flight = s.tasks.len(), "okta-writer stopping");
+        let deadline = Instant::now() + self.cfg.shutdown_timeout;
+        while !s.tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, s.tasks.join_next()).await {
+                Ok(Some(Ok((job, JobEnd::Done)))) => self.store_done(&mut s, &job.recs),
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(_) => {
-                    tracing::warn!(abandoned = tasks.len(), "shutdown timeout: abandoning in-flight applications; they are redelivered on restart");
-                    tasks.abort_all();
+                    tracing::warn!(abandoned = s.tasks.len(), "shutdown timeout: abandoning in-flight applications; they are redelivered on restart");
+                    s.tasks.abort_all();
                     break;
                 }
             }
@@ -404,7 +383,6 @@ impl Writer {
                 tracing::warn!(error = %e, "final commit failed; uncommitted updates are re-applied on restart (harmless)")
             }
         }
-        Ok(())
     }
 
     fn set_paused(&self, pause: bool) {
@@ -439,232 +417,12 @@ impl Writer {
     }
 
     /// Mark `recs` done and store each partition's offset up to the first record not done.
-    fn mark_done(&self, topic: &str, trackers: &mut HashMap<i32, Tracker>, recs: &[Rec]) {
-        let mut touched = HashSet::new();
-        for r in recs {
-            if let Some(t) = trackers
-                .get_mut(&r.partition)
-                .filter(|t| t.epoch == r.epoch)
-            {
-                if let Some(done) = t.offsets.get_mut(&r.offset) {
-                    *done = true;
-                    touched.insert(r.partition);
-                }
-            }
-        }
-        for p in touched {
-            let t = trackers
-                .get_mut(&p)
-                .expect("touched partitions are tracked");
-            let mut last = None;
-            while let Some(entry) = t.offsets.first_entry() {
-                if !*entry.get() {
-                    break;
-                }
-                last = Some(*entry.key());
-                entry.remove();
-            }
-            if let Some(offset) = last {
-                // Fails only if the partition was revoked meanwhile; its next owner redoes it.
-                if let Err(e) = self.consumer.store_offset(topic, p, offset) {
-                    tracing::debug!(partition = p, error = %e, "storing an offset failed");
-                }
-            }
-        }
-    }
-}
-
-fn requeue(queued: &mut HashMap<Vec<u8>, Vec<Rec>>, ready: &mut VecDeque<Vec<u8>>, job: Job) {
-    let q = queued.entry(job.customer.clone()).or_default();
-    let was_empty = q.is_empty();
-    let mut recs = job.recs;
-    recs.append(q);
-    *q = recs;
-    if was_empty {
-        ready.push_front(job.customer);
-    }
-}
-
-/// The next customer to apply: all of their queued records (from a current assignment).
-fn next_job(
-    queued: &mut HashMap<Vec<u8>, Vec<Rec>>,
-    ready: &mut VecDeque<Vec<u8>>,
-    busy: &HashSet<Vec<u8>>,
-    consumer: &StreamConsumer<GroupContext>,
-    probe: bool,
-    dropped: &mut usize,
-) -> Option<Job> {
-    let n = ready.len();
-    for _ in 0..n {
-        let customer = ready.pop_front()?;
-        if busy.contains(&customer) {
-            // Dispatched again when the in-flight application ends.
-            ready.push_back(customer);
-            continue;
-        }
-        let all = queued.remove(&customer).unwrap_or_default();
-        let before = all.len();
-        // Records of a partition this instance no longer owns belong to its new owner.
-        let recs: Vec<Rec> = all
-            .into_iter()
-            .filter(|r| consumer.context().epoch(r.partition) == Some(r.epoch))
-            .collect();
-        *dropped += before - recs.len();
-        if recs.is_empty() {
-            continue;
-        }
-        return Some(Job {
-            customer,
-            recs,
-            probe,
-        });
-    }
-    None
-}
-
-async fn run_job(shared: Arc<Shared>, job: Job) -> (Job, JobEnd) {
-    let end = apply_job(&shared, &job).await;
-    (job, end)
-}
-
-async fn dead_letter(shared: &Shared, rec: &Rec, ctx: FailureContext<'_>) -> Result<(), JobEnd> {
-    let headers = dlq::headers(
-        rec.headers.as_ref(),
-        (&shared.source_topic, rec.partition, rec.offset),
-        &ctx,
-    );
-    dlq::produce(
-        &shared.producer,
-        &shared.dlq_topic,
-        rec.key.as_deref(),
-        rec.payload.as_deref(),
-        headers,
-        Duration::from_secs(30),
-    )
-    .await
-    .map_err(|e| JobEnd::Retry(e.to_string()))?;
-    tracing::warn!(reason = ctx.reason.label(), partition = rec.partition, offset = rec.offset, error = %ctx.message, "segment update dead-lettered");
-    shared
-        .metrics
-        .dead_letters
-        .with_label_values(&[ctx.reason.label()])
-        .inc();
-    shared
-        .metrics
-        .updates
-        .with_label_values(&["dead_lettered"])
-        .inc();
-    Ok(())
-}
-
-async fn apply_job(shared: &Shared, job: &Job) -> JobEnd {
-    let mut valid: Vec<(&Rec, SegmentUpdate)> = Vec::new();
-    for rec in &job.recs {
-        let parsed = rec
-            .payload
-            .as_deref()
-            .ok_or_else(|| "the record has no value".to_owned())
-            .and_then(|p| {
-                serde_json::from_slice::<SegmentUpdate>(p)
-                    .map_err(|e| format!("not a segment update: {e}"))
-            });
-        match parsed {
-            Ok(u) => valid.push((rec, u)),
-            Err(message) => {
-                let ctx = FailureContext {
-                    reason: DeadLetterReason::InvalidRecord,
-                    message,
-                    failure: None,
-                    coalesced: 0,
-                };
-                if let Err(end) = dead_letter(shared, rec, ctx).await {
-                    return end;
-                }
-            }
-        }
-    }
-    let Some((rec, newest)) = valid.last() else {
-        return JobEnd::Done;
-    };
-    // Groups the customer may be in from the coalesced history (all but the newest tier).
-    let mut previous: Vec<String> = Vec::new();
-    for (i, (_, u)) in valid.iter().enumerate() {
-        let mut add = |g: &String| {
-            if !previous.contains(g) {
-                previous.push(g.clone());
-            }
-        };
-        if let Some(t) = &u.previous_tier {
-            add(&t.okta_group);
-        }
-        if i + 1 < valid.len() {
-            if let Some(t) = &u.tier {
-                add(&t.okta_group);
-            }
-        }
-    }
-    let coalesced = valid.len() - 1;
-    shared
-        .metrics
-        .updates
-        .with_label_values(&["coalesced"])
-        .inc_by(coalesced as u64);
-    // The application continues the trace of the newest update (ingest → segmenter → here);
-    // its Okta calls are child spans (client.rs).
-    let span = tracing::info_span!(
-        "apply",
-        otel.name = %format_args!("process {}", shared.source_topic),
-        otel.kind = "consumer",
-        messaging.system = "kafka",
-        messaging.operation.type = "process",
-        messaging.destination.name = %shared.source_topic,
-        messaging.consumer.group.name = %shared.group,
-        messaging.destination.partition.id = rec.partition,
-        messaging.kafka.offset = rec.offset,
-        messaging.batch.message_count = valid.len(),
-    );
-    let header = |name: &str| {
-        rec.headers
-            .as_ref()
-            .and_then(|hs| service_runtime::kafka::header(hs, name))
-    };
-    service_runtime::telemetry::set_remote_parent(
-        &span,
-        header(schemas::headers::TRACEPARENT),
-        header(schemas::headers::TRACESTATE),
-    );
-    match shared
-        .applier
-        .apply(newest, &previous, true)
-        .instrument(span)
-        .await
-    {
-        Ok(Outcome::Applied) => {
-            shared.metrics.updates.with_label_values(&["applied"]).inc();
-            if let Some(ts) = rec.timestamp_ms {
-                shared
-                    .metrics
-                    .apply_latency
-                    .observe((now_ms() - ts).max(0) as f64 / 1000.0);
-            }
-            JobEnd::Done
-        }
-        Ok(Outcome::Skipped(reason)) => {
-            shared.metrics.updates.with_label_values(&["skipped"]).inc();
-            shared.metrics.skipped.with_label_values(&[reason]).inc();
-            JobEnd::Done
-        }
-        Err(ApplyError::Credentials(f)) => JobEnd::Credentials(f.to_string()),
-        Err(e @ ApplyError::Permanent { reason, .. }) => {
-            let ctx = FailureContext {
-                reason,
-                message: e.to_string(),
-                failure: e.failure(),
-                coalesced,
-            };
-            match dead_letter(shared, rec, ctx).await {
-                Ok(()) => JobEnd::Done,
-                Err(end) => end,
+    fn store_done(&self, s: &mut LoopState, recs: &[Rec]) {
+        let done = recs.iter().map(|r| (r.partition, r.epoch, r.offset));
+        for (partition, offset) in s.offsets.done(done) {
+            // Fails only if the partition was revoked meanwhile; its next owner redoes it.
+            if let Err(e) = self.consumer.store_offset(&self.topic, partition, offset) {
+                tracing::debug!(partition, error = %e, "storing an offset failed");
             }
         }
     }
