@@ -1,10 +1,12 @@
 //! Applying one customer's newest segment update to Okta with as few calls as possible.
 //!
 //! 1. Resolve the customer to an Okta user id (cached with a TTL; `[okta] user_lookup`).
-//! 2. Set `shopify_total_spent` (a JSON number, rounded to cents) and `shopify_orders_count`
-//!    with a partial update, unless the cache says exactly these values were applied.
+//! 2. Write the profile attributes (`[okta.profile_attributes]`, see [`crate::profile`]) with a
+//!    partial update, unless the cache says exactly these values were applied.
 //! 3. Put the user in the new tier's group *before* taking them out of the old one, so a failure
 //!    in between leaves them in two tiers for a moment, never in none.
+//!
+//! The Okta calls are the typed operations of [`crate::client::api`].
 //!
 //! What the writer last applied to a customer is trusted while cached. When it cannot trust it
 //! (the customer's first update since start or cache expiry, a redriven dead letter, an update
@@ -16,18 +18,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use reqwest::Method;
-use rust_decimal::prelude::ToPrimitive;
-use rust_decimal::Decimal;
 use schemas::TierTable;
 use schemas::{SegmentUpdate, UpdateKind};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-use crate::client::{ErrorClass, Failure, OktaClient, Operation};
+use crate::client::api::{self, Group};
+use crate::client::{ErrorClass, Failure, OktaClient};
 use crate::config::{MissingUser, OktaConfig, UserLookup};
 use crate::failure::DeadLetterReason;
 use crate::metrics::Metrics;
+use crate::profile::ProfileAttributes;
 
 /// A tier's Okta group, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,17 +77,6 @@ pub enum GroupError {
     Okta(String, Failure),
 }
 
-/// Okta search-expression string literal (`"` and `\` escaped).
-fn quoted(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-fn search_query(expr: &str) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("search", expr)
-        .finish()
-}
-
 /// Resolve every tier's `okta_group` name to an id, failing on the first that is missing,
 /// duplicated, or not an `OKTA_GROUP`.
 pub async fn resolve_groups(
@@ -96,24 +85,20 @@ pub async fn resolve_groups(
 ) -> Result<GroupTable, GroupError> {
     let mut out = Vec::new();
     for t in tiers.rows() {
-        let path = format!(
-            "/api/v1/groups?{}",
-            search_query(&format!("profile.name eq {}", quoted(&t.okta_group)))
-        );
         let found = client
-            .list_all(Operation::SearchGroups, &path)
+            .groups_named(&t.okta_group)
             .await
             .map_err(|f| GroupError::Okta(t.okta_group.clone(), f))?;
-        let matching: Vec<&Value> = found
-            .iter()
-            .filter(|g| {
-                g.pointer("/profile/name").and_then(Value::as_str) == Some(t.okta_group.as_str())
-            })
+        let matching: Vec<Group> = found
+            .into_iter()
+            .filter(|g| g.name.as_deref() == Some(t.okta_group.as_str()))
             .collect();
-        let g = match matching.as_slice() {
-            [] => return Err(GroupError::Missing(t.okta_group.clone(), t.name.clone())),
-            [g] => *g,
-            many => {
+        let g = match <[Group; 1]>::try_from(matching) {
+            Ok([g]) => g,
+            Err(v) if v.is_empty() => {
+                return Err(GroupError::Missing(t.okta_group.clone(), t.name.clone()))
+            }
+            Err(many) => {
                 return Err(GroupError::Duplicate(
                     t.okta_group.clone(),
                     t.name.clone(),
@@ -121,22 +106,17 @@ pub async fn resolve_groups(
                 ))
             }
         };
-        let kind = g.get("type").and_then(Value::as_str).unwrap_or("");
-        if kind != "OKTA_GROUP" {
+        if g.kind != "OKTA_GROUP" {
             return Err(GroupError::WrongType(
                 t.okta_group.clone(),
                 t.name.clone(),
-                kind.to_owned(),
+                g.kind,
             ));
         }
         out.push(TierGroup {
             tier: t.name.clone(),
             name: t.okta_group.clone(),
-            id: g
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            id: g.id,
         });
     }
     Ok(GroupTable::new(out))
@@ -150,11 +130,11 @@ pub enum ApplyError {
     Permanent {
         reason: DeadLetterReason,
         message: String,
-        failure: Option<Failure>,
+        failure: Option<Box<Failure>>,
     },
     /// Okta rejects the credentials: pause, keep the update.
     #[error("credentials rejected: {0}")]
-    Credentials(Failure),
+    Credentials(Box<Failure>),
 }
 
 impl ApplyError {
@@ -166,7 +146,7 @@ impl ApplyError {
             ErrorClass::Credentials
                 if f.last.rejects_credentials() || client.consecutive_auth_failures() >= 3 =>
             {
-                ApplyError::Credentials(f)
+                ApplyError::Credentials(Box::new(f))
             }
             _ => {
                 let reason = if f.last.is_unusable_answer() && !f.exhausted {
@@ -181,7 +161,7 @@ impl ApplyError {
                 ApplyError::Permanent {
                     reason,
                     message: f.to_string(),
-                    failure: Some(f),
+                    failure: Some(Box::new(f)),
                 }
             }
         }
@@ -197,7 +177,7 @@ impl ApplyError {
 
     pub fn failure(&self) -> Option<&Failure> {
         match self {
-            ApplyError::Permanent { failure, .. } => failure.as_ref(),
+            ApplyError::Permanent { failure, .. } => failure.as_deref(),
             ApplyError::Credentials(f) => Some(f),
         }
     }
@@ -222,13 +202,19 @@ pub enum Outcome {
 struct Known {
     user_id: String,
     /// `(profile patch, tier group id)` fully applied; `None` when unknown or a write failed.
-    applied: Option<(Value, Option<String>)>,
+    applied: Option<(Map<String, Value>, Option<String>)>,
 }
 
 enum Lookup {
     Found(String),
     /// No user; with the lookup's 404 when there was one (for the dead letter's context).
     Missing(Option<Box<Failure>>),
+}
+
+/// The customer's Okta user, or why the update is skipped.
+enum Resolved {
+    User { id: String, created: bool },
+    Skip(&'static str),
 }
 
 /// Applies updates; shared by the consumer loop's tasks and `dlq redrive`.
@@ -238,19 +224,9 @@ pub struct Applier {
     pub groups: GroupTable,
     lookup: UserLookup,
     missing_user: MissingUser,
-    spent_attr: String,
-    count_attr: String,
+    attributes: ProfileAttributes,
     cache: moka::sync::Cache<String, Known>,
     metrics: Metrics,
-}
-
-/// Money as Okta's number attribute wants it: a JSON number rounded to cents.
-fn money(d: Decimal) -> Value {
-    d.round_dp(2)
-        .to_f64()
-        .and_then(serde_json::Number::from_f64)
-        .map(Value::Number)
-        .unwrap_or(Value::Null)
 }
 
 impl Applier {
@@ -265,8 +241,7 @@ impl Applier {
             groups,
             lookup: okta.user_lookup.clone(),
             missing_user: okta.missing_user,
-            spent_attr: okta.total_spent_attribute.clone(),
-            count_attr: okta.orders_count_attribute.clone(),
+            attributes: okta.profile_attributes.clone(),
             cache: moka::sync::Cache::builder()
                 .max_capacity(okta.user_cache_size)
                 .time_to_live(okta.user_cache_ttl.max(Duration::from_secs(1)))
@@ -275,118 +250,252 @@ impl Applier {
         }
     }
 
-    fn profile_patch(&self, u: &SegmentUpdate) -> Value {
-        let mut p = serde_json::Map::new();
-        match u.kind {
-            UpdateKind::Segment => {
-                p.insert(self.spent_attr.clone(), money(u.total_spent));
-                p.insert(self.count_attr.clone(), json!(u.orders_count));
-            }
-            UpdateKind::Redact => {
-                p.insert(self.spent_attr.clone(), Value::Null);
-                p.insert(self.count_attr.clone(), Value::Null);
-            }
+    fn failed(&self, f: Failure) -> ApplyError {
+        ApplyError::from_failure(f, &self.client)
+    }
+
+    /// The users matching a search: none, one, or an ambiguity to dead-letter.
+    async fn search_one(&self, expr: String) -> Result<Lookup, ApplyError> {
+        let found = self
+            .client
+            .search_users(&expr)
+            .await
+            .map_err(|f| self.failed(f))?;
+        match found.as_slice() {
+            [] => Ok(Lookup::Missing(None)),
+            [one] => Ok(Lookup::Found(one.id.clone())),
+            many => Err(permanent(
+                DeadLetterReason::AmbiguousUser,
+                format!("{expr} matches {} Okta users", many.len()),
+            )),
         }
-        Value::Object(p)
     }
 
     async fn find_user(&self, u: &SegmentUpdate) -> Result<Lookup, ApplyError> {
-        let c = &self.client;
-        let search = |expr: String| async move {
-            let path = format!("/api/v1/users?{}", search_query(&expr));
-            let found = c
-                .list_all(Operation::SearchUsers, &path)
-                .await
-                .map_err(|f| ApplyError::from_failure(f, c))?;
-            match found.as_slice() {
-                [] => Ok(Lookup::Missing(None)),
-                [one] => Ok(Lookup::Found(
-                    one.get("id")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                )),
-                many => Err(permanent(
-                    DeadLetterReason::AmbiguousUser,
-                    format!("{expr} matches {} Okta users", many.len()),
-                )),
-            }
+        let email = || {
+            u.email.as_deref().ok_or_else(|| {
+                permanent(
+                    DeadLetterReason::NoEmail,
+                    "the update has no email to look the user up by",
+                )
+            })
         };
         match &self.lookup {
             UserLookup::Attribute(attr) => {
-                search(format!(
-                    "profile.{attr} eq {}",
-                    quoted(&u.customer_id.to_string())
-                ))
-                .await
+                self.search_one(api::attribute_equals(attr, &u.customer_id.to_string()))
+                    .await
             }
             UserLookup::Email => {
-                let email = u.email.as_deref().ok_or_else(|| {
-                    permanent(
-                        DeadLetterReason::NoEmail,
-                        "the update has no email to look the user up by",
-                    )
-                })?;
-                search(format!("profile.email eq {}", quoted(email))).await
+                self.search_one(api::attribute_equals("email", email()?))
+                    .await
             }
             UserLookup::Login => {
-                let email = u.email.as_deref().ok_or_else(|| {
-                    permanent(
-                        DeadLetterReason::NoEmail,
-                        "the update has no email to look the user up by",
-                    )
-                })?;
-                if email.contains('/') {
+                let login = email()?;
+                if login.contains('/') {
                     // Okta cannot address a login with `/` in the path.
-                    return search(format!("profile.login eq {}", quoted(email))).await;
+                    return self.search_one(api::attribute_equals("login", login)).await;
                 }
-                let path = format!(
-                    "/api/v1/users/{}",
-                    utf8_percent_encode(email, NON_ALPHANUMERIC)
-                );
-                match c.send(Operation::GetUser, Method::GET, &path, None).await {
-                    Ok(r) => Ok(Lookup::Found(
-                        r.body
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned(),
-                    )),
+                match self.client.get_user(login).await {
+                    Ok(user) => Ok(Lookup::Found(user.id)),
                     Err(f) if f.last.status() == Some(404) => {
                         Ok(Lookup::Missing(Some(Box::new(f))))
                     }
-                    Err(f) => Err(ApplyError::from_failure(f, c)),
+                    Err(f) => Err(self.failed(f)),
                 }
             }
         }
     }
 
-    async fn create_user(&self, u: &SegmentUpdate, patch: &Value) -> Result<String, ApplyError> {
+    /// A staged user with login and email = the customer's email, and the attributes.
+    async fn create_user(
+        &self,
+        u: &SegmentUpdate,
+        patch: &Map<String, Value>,
+    ) -> Result<String, ApplyError> {
         let email = u.email.as_deref().ok_or_else(|| {
             permanent(
                 DeadLetterReason::NoEmail,
                 "cannot create an Okta user without an email",
             )
         })?;
-        let mut profile = patch.as_object().cloned().unwrap_or_default();
+        let mut profile = patch.clone();
         profile.insert("login".into(), json!(email));
         profile.insert("email".into(), json!(email));
-        let body = json!({ "profile": profile });
-        let r = self
+        let user = self
             .client
-            .send(
-                Operation::CreateUser,
-                Method::POST,
-                "/api/v1/users?activate=false",
-                Some(body),
-            )
+            .create_staged_user(profile)
             .await
-            .map_err(|f| ApplyError::from_failure(f, &self.client))?;
-        Ok(r.body
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned())
+            .map_err(|f| self.failed(f))?;
+        Ok(user.id)
+    }
+
+    /// The tier group `u` puts the customer in (`None` for a redaction), after checking the
+    /// update is one the segmenter could have written.
+    fn target_group(&self, u: &SegmentUpdate) -> Result<Option<String>, ApplyError> {
+        // The segmenter never emits these; a record that says so came from elsewhere and must
+        // not reach a marketer's profile.
+        if u.total_spent.is_sign_negative() && !u.total_spent.is_zero() {
+            return Err(permanent(
+                DeadLetterReason::InvalidRecord,
+                format!("total_spent {} is negative", u.total_spent),
+            ));
+        }
+        match (&u.kind, &u.tier) {
+            (UpdateKind::Segment, Some(t)) => match self.groups.id_of(&t.okta_group) {
+                Some(id) => Ok(Some(id.to_owned())),
+                None => Err(permanent(
+                    DeadLetterReason::UnknownGroup,
+                    format!(
+                        "tier `{}` names Okta group `{}`, which is not in this writer's [[tiers]]",
+                        t.name, t.okta_group
+                    ),
+                )),
+            },
+            (UpdateKind::Segment, None) => Err(permanent(
+                DeadLetterReason::InvalidRecord,
+                "a segment update without a tier",
+            )),
+            (UpdateKind::Redact, _) => Ok(None),
+        }
+    }
+
+    /// Step 1: the customer's Okta user, from the cache, a lookup, or (by `missing_user`)
+    /// created.
+    async fn resolve_user(
+        &self,
+        u: &SegmentUpdate,
+        known: Option<&Known>,
+        patch: &Map<String, Value>,
+    ) -> Result<Resolved, ApplyError> {
+        if let Some(k) = known {
+            return Ok(Resolved::User {
+                id: k.user_id.clone(),
+                created: false,
+            });
+        }
+        let needs_email = matches!(self.lookup, UserLookup::Login | UserLookup::Email);
+        if u.kind == UpdateKind::Redact && needs_email && u.email.is_none() {
+            // Nothing left to find the user by; the segmenter never knew their email.
+            return Ok(Resolved::Skip("redact_user_not_found"));
+        }
+        let lookup = match self.find_user(u).await? {
+            Lookup::Found(id) => return Ok(Resolved::User { id, created: false }),
+            Lookup::Missing(_) if u.kind == UpdateKind::Redact => {
+                return Ok(Resolved::Skip("redact_user_not_found"))
+            }
+            Lookup::Missing(lookup) => lookup,
+        };
+        match self.missing_user {
+            MissingUser::DeadLetter => Err(ApplyError::Permanent {
+                reason: DeadLetterReason::MissingUser,
+                message: format!(
+                    "no Okta user matches the customer (lookup: {:?})",
+                    self.lookup
+                ),
+                failure: lookup,
+            }),
+            MissingUser::Skip => Ok(Resolved::Skip("missing_user")),
+            MissingUser::Create => Ok(Resolved::User {
+                id: self.create_user(u, patch).await?,
+                created: true,
+            }),
+        }
+    }
+
+    /// Step 2: the partial profile update. A cached user id that Okta no longer knows (the
+    /// user was deleted and re-created?) is looked up once more; `user_id` becomes the new one.
+    async fn write_profile(
+        &self,
+        key: &str,
+        u: &SegmentUpdate,
+        user_id: &mut String,
+        was_cached: bool,
+        patch: &Map<String, Value>,
+    ) -> Result<(), ApplyError> {
+        match self.client.update_profile(user_id, patch).await {
+            Ok(()) => return Ok(()),
+            Err(f) if f.last.status() == Some(404) && was_cached => {}
+            Err(f) => return Err(self.failed(f)),
+        }
+        self.cache.invalidate(key);
+        *user_id = match self.find_user(u).await? {
+            Lookup::Found(id) => id,
+            Lookup::Missing(lookup) => {
+                return Err(ApplyError::Permanent {
+                    reason: DeadLetterReason::MissingUser,
+                    message: "the Okta user the writer knew is gone and no other matches".into(),
+                    failure: lookup,
+                })
+            }
+        };
+        self.remember(key, user_id, None);
+        self.client
+            .update_profile(user_id, patch)
+            .await
+            .map_err(|f| self.failed(f))
+    }
+
+    /// Step 3: the user in `target` (if any) and in no other tier group. `applied_group` is
+    /// the tier group the writer last put them in, when that can be trusted; otherwise the
+    /// user's groups are read (which also heals drift: hand edits, failed earlier runs).
+    /// The new group is added *before* the old ones are left, so a failure in between leaves
+    /// the customer in two tiers for a moment, never in none.
+    async fn sync_groups(
+        &self,
+        user_id: &str,
+        target: Option<&String>,
+        applied_group: Option<Option<String>>,
+    ) -> Result<(), ApplyError> {
+        let (in_target, leave): (bool, Vec<String>) = match applied_group {
+            Some(current) => (
+                current.as_ref() == target,
+                current.into_iter().filter(|g| Some(g) != target).collect(),
+            ),
+            None => {
+                let groups = self
+                    .client
+                    .user_groups(user_id)
+                    .await
+                    .map_err(|f| self.failed(f))?;
+                let in_target = target.is_some_and(|t| groups.iter().any(|g| &g.id == t));
+                let leave = groups
+                    .into_iter()
+                    .map(|g| g.id)
+                    .filter(|g| self.groups.is_tier_group(g) && Some(g) != target)
+                    .collect();
+                (in_target, leave)
+            }
+        };
+        if let Some(t) = target.filter(|_| !in_target) {
+            self.client
+                .add_to_group(t, user_id)
+                .await
+                .map_err(|f| self.failed(f))?;
+        }
+        for g in leave {
+            match self.client.remove_from_group(&g, user_id).await {
+                Ok(()) => {}
+                // Not a member (or already gone): the effect is in place.
+                Err(f) if f.last.status() == Some(404) => {}
+                Err(f) => return Err(self.failed(f)),
+            }
+        }
+        Ok(())
+    }
+
+    fn remember(
+        &self,
+        key: &str,
+        user_id: &str,
+        applied: Option<(Map<String, Value>, Option<String>)>,
+    ) {
+        self.cache.insert(
+            key.to_owned(),
+            Known {
+                user_id: user_id.to_owned(),
+                applied,
+            },
+        );
     }
 
     /// Apply `u` (the newest of a customer's queued updates). `previous_groups` are the Okta
@@ -399,61 +508,16 @@ impl Applier {
         trusted: bool,
     ) -> Result<Outcome, ApplyError> {
         let key = format!("{}/{}", u.shop, u.customer_id);
-        let target = match (&u.kind, &u.tier) {
-            (UpdateKind::Segment, Some(t)) => Some(
-                self.groups
-                    .id_of(&t.okta_group)
-                    .ok_or_else(|| permanent(DeadLetterReason::UnknownGroup, format!("tier `{}` names Okta group `{}`, which is not in this writer's [[tiers]]", t.name, t.okta_group)))?
-                    .to_owned(),
-            ),
-            (UpdateKind::Segment, None) => return Err(permanent(DeadLetterReason::InvalidRecord, "a segment update without a tier")),
-            (UpdateKind::Redact, _) => None,
-        };
-        // The segmenter never emits these; a record that says so came from elsewhere and must
-        // not reach a marketer's profile.
-        if u.total_spent.is_sign_negative() && !u.total_spent.is_zero() {
-            return Err(permanent(
-                DeadLetterReason::InvalidRecord,
-                format!("total_spent {} is negative", u.total_spent),
-            ));
-        }
-        let patch = self.profile_patch(u);
+        let target = self.target_group(u)?;
+        let patch = self.attributes.patch(u);
         let known = self.cache.get(&key);
         self.metrics
             .user_cache
             .with_label_values(&[if known.is_some() { "hit" } else { "miss" }])
             .inc();
-        let mut created = false;
-        let needs_email = matches!(self.lookup, UserLookup::Login | UserLookup::Email);
-        if known.is_none() && u.kind == UpdateKind::Redact && needs_email && u.email.is_none() {
-            // Nothing left to find the user by; the segmenter never knew their email.
-            return Ok(Outcome::Skipped("redact_user_not_found"));
-        }
-        let mut user_id = match &known {
-            Some(k) => k.user_id.clone(),
-            None => match self.find_user(u).await? {
-                Lookup::Found(id) => id,
-                Lookup::Missing(_) if u.kind == UpdateKind::Redact => {
-                    return Ok(Outcome::Skipped("redact_user_not_found"))
-                }
-                Lookup::Missing(lookup) => match self.missing_user {
-                    MissingUser::DeadLetter => {
-                        return Err(ApplyError::Permanent {
-                            reason: DeadLetterReason::MissingUser,
-                            message: format!(
-                                "no Okta user matches the customer (lookup: {:?})",
-                                self.lookup
-                            ),
-                            failure: lookup.map(|f| *f),
-                        })
-                    }
-                    MissingUser::Skip => return Ok(Outcome::Skipped("missing_user")),
-                    MissingUser::Create => {
-                        created = true;
-                        self.create_user(u, &patch).await?
-                    }
-                },
-            },
+        let (mut user_id, created) = match self.resolve_user(u, known.as_ref(), &patch).await? {
+            Resolved::User { id, created } => (id, created),
+            Resolved::Skip(reason) => return Ok(Outcome::Skipped(reason)),
         };
         // What was applied before counts only if this is not a redrive and every group the
         // update history names is one the writer knows.
@@ -466,141 +530,16 @@ impl Applier {
             // A redaction always reads the groups: it must leave no tier membership behind.
             .filter(|_| trusted && mappable && u.kind == UpdateKind::Segment);
         // Invalidate first: if anything below fails, the next attempt starts untrusted.
-        self.cache.insert(
-            key.clone(),
-            Known {
-                user_id: user_id.clone(),
-                applied: None,
-            },
-        );
+        self.remember(&key, &user_id, None);
 
-        if !created && applied.as_ref().map(|(p, _)| p) != Some(&patch) {
-            let body = json!({ "profile": patch });
-            let path = format!("/api/v1/users/{user_id}");
-            match self
-                .client
-                .send(
-                    Operation::UpdateUser,
-                    Method::POST,
-                    &path,
-                    Some(body.clone()),
-                )
-                .await
-            {
-                Ok(_) => {}
-                Err(f) if f.last.status() == Some(404) && known.is_some() => {
-                    // The cached id is gone (user deleted and re-created?): look up once more.
-                    self.cache.invalidate(&key);
-                    user_id = match self.find_user(u).await? {
-                        Lookup::Found(id) => id,
-                        Lookup::Missing(lookup) => {
-                            return Err(ApplyError::Permanent {
-                                reason: DeadLetterReason::MissingUser,
-                                message: "the Okta user the writer knew is gone and no other \
-                                          matches"
-                                    .into(),
-                                failure: lookup.map(|f| *f),
-                            })
-                        }
-                    };
-                    self.cache.insert(
-                        key.clone(),
-                        Known {
-                            user_id: user_id.clone(),
-                            applied: None,
-                        },
-                    );
-                    let path = format!("/api/v1/users/{user_id}");
-                    self.client
-                        .send(Operation::UpdateUser, Method::POST, &path, Some(body))
-                        .await
-                        .map_err(|f| ApplyError::from_failure(f, &self.client))?;
-                }
-                Err(f) => return Err(ApplyError::from_failure(f, &self.client)),
-            }
+        let (applied_patch, applied_group) = applied.unzip();
+        if !created && applied_patch.as_ref() != Some(&patch) {
+            self.write_profile(&key, u, &mut user_id, known.is_some(), &patch)
+                .await?;
         }
-
-        let remove: Vec<String> = match applied.as_ref().map(|(_, g)| g.clone()) {
-            Some(current) => current
-                .into_iter()
-                .filter(|g| Some(g) != target.as_ref())
-                .collect(),
-            None => {
-                let path = format!("/api/v1/users/{user_id}/groups");
-                let groups = self
-                    .client
-                    .list_all(Operation::ListUserGroups, &path)
-                    .await
-                    .map_err(|f| ApplyError::from_failure(f, &self.client))?;
-                let ids: Vec<String> = groups
-                    .iter()
-                    .filter_map(|g| g.get("id").and_then(Value::as_str))
-                    .map(str::to_owned)
-                    .collect();
-                if let Some(t) = &target {
-                    if ids.contains(t) {
-                        // Already there: nothing to add.
-                        self.finish(
-                            &key,
-                            &user_id,
-                            patch,
-                            target.clone(),
-                            ids.iter()
-                                .filter(|g| *g != t && self.groups.is_tier_group(g))
-                                .cloned()
-                                .collect(),
-                        )
-                        .await?;
-                        return Ok(Outcome::Applied);
-                    }
-                }
-                ids.into_iter()
-                    .filter(|g| self.groups.is_tier_group(g) && Some(g) != target.as_ref())
-                    .collect()
-            }
-        };
-        if let Some(t) = &target {
-            if applied.as_ref().and_then(|(_, g)| g.as_ref()) != Some(t) {
-                let path = format!("/api/v1/groups/{t}/users/{user_id}");
-                self.client
-                    .send(Operation::AddToGroup, Method::PUT, &path, None)
-                    .await
-                    .map_err(|f| ApplyError::from_failure(f, &self.client))?;
-            }
-        }
-        self.finish(&key, &user_id, patch, target, remove).await?;
+        self.sync_groups(&user_id, target.as_ref(), applied_group)
+            .await?;
+        self.remember(&key, &user_id, Some((patch, target)));
         Ok(Outcome::Applied)
-    }
-
-    /// Remove the other tier groups, then remember what is now applied.
-    async fn finish(
-        &self,
-        key: &str,
-        user_id: &str,
-        patch: Value,
-        target: Option<String>,
-        remove: Vec<String>,
-    ) -> Result<(), ApplyError> {
-        for g in remove {
-            let path = format!("/api/v1/groups/{g}/users/{user_id}");
-            match self
-                .client
-                .send(Operation::RemoveFromGroup, Method::DELETE, &path, None)
-                .await
-            {
-                Ok(_) => {}
-                // Not a member (or already gone): the effect is in place.
-                Err(f) if f.last.status() == Some(404) => {}
-                Err(f) => return Err(ApplyError::from_failure(f, &self.client)),
-            }
-        }
-        self.cache.insert(
-            key.to_owned(),
-            Known {
-                user_id: user_id.to_owned(),
-                applied: Some((patch, target)),
-            },
-        );
-        Ok(())
     }
 }

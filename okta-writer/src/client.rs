@@ -1,11 +1,9 @@
-//! The Okta Management API client: the few requests the writer needs, authentication (SSWS API
-//! token or an OAuth 2.0 service app with `private_key_jwt`), Okta's error body, pacing through
-//! the [`Limiter`], and retries with the `backoff` crate.
+//! The Okta Management API client: authentication (SSWS API token or an OAuth 2.0 service app
+//! with `private_key_jwt`), Okta's error body, pacing through the [`Limiter`], retries with the
+//! `backoff` crate, and paging. The operations themselves (paths, methods, what an answer must
+//! carry) are typed in [`api`].
 //!
 //! Protocol facts this relies on (Okta's docs and the official OpenAPI spec):
-//! - Partial profile update is `POST /api/v1/users/{id}` with `{"profile":{…}}`; `PUT` would
-//!   replace the whole profile, deleting what is omitted, so it is never used.
-//! - Membership is `PUT`/`DELETE /api/v1/groups/{gid}/users/{uid}` → 204; only `OKTA_GROUP`s.
 //! - Errors carry `errorCode`, `errorSummary`, `errorId`, `errorCauses`; branch on code and
 //!   status, never on the summary. Every response has `X-Okta-Request-Id`.
 //! - Retry: 429 (`E0000047`), 5xx, 409 `E0000112`, timeouts, connection errors. 401 means the
@@ -23,85 +21,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 
+pub mod api;
+
+pub use api::Operation;
+
 use crate::config::{Credentials, OktaConfig};
 use crate::limiter::{Limiter, RateHeaders};
 use crate::metrics::Metrics;
-
-/// A kind of request the writer sends; its rate-limit bucket and metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    GetUser,
-    SearchUsers,
-    UpdateUser,
-    CreateUser,
-    ListUserGroups,
-    SearchGroups,
-    ListGroupUsers,
-    AddToGroup,
-    RemoveFromGroup,
-    Token,
-}
-
-impl Operation {
-    /// The name used in metrics, logs and dead letters (Okta's `operationId`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Operation::GetUser => "getUser",
-            Operation::SearchUsers => "listUsers",
-            Operation::UpdateUser => "updateUser",
-            Operation::CreateUser => "createUser",
-            Operation::ListUserGroups => "listUserGroups",
-            Operation::SearchGroups => "listGroups",
-            Operation::ListGroupUsers => "listGroupUsers",
-            Operation::AddToGroup => "assignUserToGroup",
-            Operation::RemoveFromGroup => "unassignUserFromGroup",
-            Operation::Token => "token",
-        }
-    }
-
-    /// Does a 2xx body carry what this call needs? Users and groups must have an `id` (Okta's
-    /// ids are short ASCII alphanumerics, e.g. `00u1abcd2EFGH3ijk4x7`); lists must be arrays
-    /// of such objects. Membership calls answer 204 and need nothing.
-    pub fn check_body(self, body: &Value) -> Result<(), String> {
-        fn has_id(v: &Value) -> Result<(), String> {
-            match v.get("id").and_then(Value::as_str) {
-                Some(id) if is_okta_id(id) => Ok(()),
-                Some(id) => Err(format!("`id` {id:?} is not an Okta id")),
-                None => Err("no `id`".into()),
-            }
-        }
-        match self {
-            Operation::GetUser | Operation::UpdateUser | Operation::CreateUser => {
-                has_id(body).map_err(|e| format!("user object expected: {e}"))
-            }
-            Operation::SearchUsers
-            | Operation::ListUserGroups
-            | Operation::SearchGroups
-            | Operation::ListGroupUsers => match body {
-                Value::Array(items) => items
-                    .iter()
-                    .try_for_each(has_id)
-                    .map_err(|e| format!("list item: {e}")),
-                _ => Err("a JSON array expected".into()),
-            },
-            Operation::AddToGroup | Operation::RemoveFromGroup | Operation::Token => Ok(()),
-        }
-    }
-
-    /// Okta's rate-limit bucket for the request (the limiter paces per bucket).
-    pub fn bucket(self) -> &'static str {
-        match self {
-            Operation::GetUser | Operation::ListUserGroups => "users_get",
-            Operation::SearchUsers => "users_search",
-            Operation::UpdateUser | Operation::CreateUser => "users_update",
-            Operation::SearchGroups
-            | Operation::ListGroupUsers
-            | Operation::AddToGroup
-            | Operation::RemoveFromGroup => "groups",
-            Operation::Token => "token",
-        }
-    }
-}
 
 /// How a failure should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

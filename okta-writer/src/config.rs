@@ -13,6 +13,8 @@ use service_runtime::config::{
     de, ConfigError, KafkaConfig, ServiceSettings, TelemetryConfig, TopicsConfig,
 };
 
+use crate::profile::ProfileAttributes;
+
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Settings {
     #[serde(default)]
@@ -100,10 +102,14 @@ pub struct OktaConfig {
     /// Most customers kept in that cache.
     #[serde(deserialize_with = "de::from_str_or_native")]
     pub user_cache_size: u64,
-    /// Profile attribute for the total spent (a number: cents-rounded).
-    pub total_spent_attribute: String,
-    /// Profile attribute for the counted orders (an integer).
-    pub orders_count_attribute: String,
+    /// `[okta.profile_attributes]`: Okta profile attribute → the update's field it holds.
+    pub profile_attributes: ProfileAttributes,
+    /// Replaced by `profile_attributes`; kept only to tell an operator how to migrate.
+    #[serde(rename = "total_spent_attribute")]
+    pub replaced_total_spent_attribute: Option<String>,
+    /// Replaced by `profile_attributes`; kept only to tell an operator how to migrate.
+    #[serde(rename = "orders_count_attribute")]
+    pub replaced_orders_count_attribute: Option<String>,
     /// Share of each rate-limit bucket this writer may use (Okta gives a token 50% by default).
     #[serde(deserialize_with = "de::from_str_or_native")]
     pub rate_limit_share: f64,
@@ -146,8 +152,9 @@ impl Default for OktaConfig {
             missing_user: MissingUser::DeadLetter,
             user_cache_ttl: Duration::from_secs(3600),
             user_cache_size: 1_000_000,
-            total_spent_attribute: "shopify_total_spent".into(),
-            orders_count_attribute: "shopify_orders_count".into(),
+            profile_attributes: ProfileAttributes::default(),
+            replaced_total_spent_attribute: None,
+            replaced_orders_count_attribute: None,
             rate_limit_share: 0.5,
             rate_limit_margin: 0.05,
             max_concurrency: 16,
@@ -273,16 +280,30 @@ impl Settings {
                 "must be at least okta.credentials_pause, which must be above 0",
             ));
         }
-        for (field, attr) in [
-            ("okta.total_spent_attribute", &o.total_spent_attribute),
-            ("okta.orders_count_attribute", &o.orders_count_attribute),
+        for (key, replaced, field) in [
+            (
+                "okta.total_spent_attribute",
+                &o.replaced_total_spent_attribute,
+                "total_spent",
+            ),
+            (
+                "okta.orders_count_attribute",
+                &o.replaced_orders_count_attribute,
+                "orders_count",
+            ),
         ] {
-            if attr.is_empty() || !attr.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            if let Some(attr) = replaced {
                 return Err(ConfigError::invalid(
-                    field,
-                    "must be an Okta profile attribute name (letters, digits, _)",
+                    key,
+                    format!(
+                        "was replaced by the [okta.profile_attributes] table: remove it and write \
+                         `{attr} = \"{field}\"` there (with a row for every attribute to keep)"
+                    ),
                 ));
             }
+        }
+        if let Some(problem) = o.profile_attributes.problem() {
+            return Err(ConfigError::invalid("okta.profile_attributes", problem));
         }
         let w = &self.okta_writer;
         if w.group_id.trim().is_empty() {
@@ -428,6 +449,40 @@ name = "Potential"
 min = "0"
 okta_group = "Shopify Potential"
 "#;
+
+    #[test]
+    fn profile_attributes_are_a_table_and_the_replaced_keys_say_how_to_migrate() {
+        let with = |extra: &str| {
+            load(
+                &BASE.replace("[okta]\n", &format!("[okta]\n{extra}\n")),
+                &[],
+            )
+        };
+        let e = with("total_spent_attribute = \"ltv\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("okta.total_spent_attribute") && e.contains("`ltv = \"total_spent\"`"),
+            "{e}"
+        );
+        let text = format!(
+            "{BASE}[okta.profile_attributes]\nltv = \"total_spent\"\nshop_tier = \"tier\"\n"
+        );
+        let s = load(&text, &[]).unwrap();
+        let table: ProfileAttributes =
+            toml::from_str("ltv = \"total_spent\"\nshop_tier = \"tier\"").unwrap();
+        assert_eq!(s.okta.profile_attributes, table);
+        let e = load(
+            &format!("{BASE}[okta.profile_attributes]\n\"x-y\" = \"tier\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("okta.profile_attributes") && e.contains("`x-y`"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn defaults_and_env() {

@@ -3,7 +3,9 @@
 //! dead-letter topic and redrive.
 //!
 //! - [`config`]: `[okta]`, `[okta_writer]` and the shared sections, validated.
-//! - [`client`]: the Okta API client (auth, errors, retries with `backoff`).
+//! - [`client`]: the Okta API client (auth, errors, retries with `backoff`, paging); its
+//!   [`client::api`] is every Okta operation the writer uses, typed.
+//! - [`profile`]: the profile attributes written (`[okta.profile_attributes]`).
 //! - [`limiter`]: per-bucket pacing from `X-Rate-Limit-*` and adaptive concurrency.
 //! - [`apply`]: one customer's update as the fewest Okta calls; user and group resolution.
 //! - [`service`]: the consumer loop: receives, dispatches applications, stores offsets,
@@ -24,6 +26,7 @@ pub mod job;
 pub mod limiter;
 pub mod metrics;
 pub mod offsets;
+pub mod profile;
 pub mod queue;
 pub mod service;
 
@@ -114,10 +117,7 @@ pub async fn groups_table(settings: &config::Settings) -> anyhow::Result<String>
     for g in &applier.groups.groups {
         let members = applier
             .client
-            .list_all(
-                client::Operation::ListGroupUsers,
-                &format!("/api/v1/groups/{}/users?limit=1000", g.id),
-            )
+            .group_members(&g.id)
             .await
             .with_context(|| format!("listing the members of `{}`", g.name))?
             .len();

@@ -1,0 +1,153 @@
+//! The Okta profile attributes the writer keeps: `[okta.profile_attributes]`, a table of Okta
+//! attribute name → the field of the segment update it holds. Adding an attribute is one row
+//! there (and, for a value the update does not carry yet, one [`ProfileField`] variant here).
+//!
+//! Each attribute must exist in the Okta user profile schema with the type its field writes
+//! (Okta answers 400 `E0000001` otherwise, and the update is dead-lettered `okta_rejected`).
+//! A redaction (`customers/redact`) sets every attribute to null.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use schemas::{SegmentUpdate, UpdateKind};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// A value of the segment update that can be written to a profile attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileField {
+    /// The counted orders' total in the shop currency; an Okta `number`, rounded to cents.
+    TotalSpent,
+    /// The counted orders; an Okta `integer`.
+    OrdersCount,
+    /// ISO 4217 code of `total_spent`; an Okta `string` (null before a counted order).
+    Currency,
+    /// The tier's name (not its group); an Okta `string`.
+    Tier,
+}
+
+impl ProfileField {
+    fn value(self, u: &SegmentUpdate) -> Value {
+        match self {
+            ProfileField::TotalSpent => money(u.total_spent),
+            ProfileField::OrdersCount => json!(u.orders_count),
+            ProfileField::Currency => json!(u.currency),
+            ProfileField::Tier => json!(u.tier.as_ref().map(|t| &t.name)),
+        }
+    }
+}
+
+/// Money as Okta's number attribute wants it: a JSON number rounded to cents.
+fn money(d: Decimal) -> Value {
+    d.round_dp(2)
+        .to_f64()
+        .and_then(serde_json::Number::from_f64)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+/// The attributes written, by Okta attribute name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct ProfileAttributes(BTreeMap<String, ProfileField>);
+
+impl Default for ProfileAttributes {
+    /// `shopify_total_spent` and `shopify_orders_count`.
+    fn default() -> Self {
+        ProfileAttributes(BTreeMap::from([
+            ("shopify_total_spent".to_owned(), ProfileField::TotalSpent),
+            ("shopify_orders_count".to_owned(), ProfileField::OrdersCount),
+        ]))
+    }
+}
+
+impl ProfileAttributes {
+    /// Why the table cannot be used, if it cannot: it is empty, or an attribute name is not
+    /// one Okta allows (letters, digits, `_`; not starting with a digit).
+    pub fn problem(&self) -> Option<String> {
+        if self.0.is_empty() {
+            return Some(
+                "must name at least one attribute, e.g. shopify_total_spent = \"total_spent\""
+                    .into(),
+            );
+        }
+        self.0.keys().find_map(|name| {
+            let valid = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && name.chars().next().is_some_and(|c| !c.is_ascii_digit());
+            (!valid).then(|| {
+                format!("`{name}` is not an Okta profile attribute name (letters, digits, _; not starting with a digit)")
+            })
+        })
+    }
+
+    /// The `profile` of a partial update that makes Okta hold `u`.
+    pub fn patch(&self, u: &SegmentUpdate) -> Map<String, Value> {
+        self.0
+            .iter()
+            .map(|(name, field)| {
+                let value = match u.kind {
+                    UpdateKind::Segment => field.value(u),
+                    UpdateKind::Redact => Value::Null,
+                };
+                (name.clone(), value)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(kind: &str) -> SegmentUpdate {
+        serde_json::from_value(json!({
+            "schema_version": 1, "event_id": "e", "kind": kind,
+            "shop": "a.myshopify.com", "customer_id": "1", "email": null,
+            "total_spent": "1234.567", "orders_count": 3, "currency": "EUR",
+            "tier": {"name": "VIP", "okta_group": "Shopify VIP"}, "previous_tier": null,
+            "tier_changed": true, "rule_version": "r",
+            "cause": {"order_id": null, "webhook_id": null, "shopify_topic": "orders/create"},
+            "decided_at": "2026-11-20T15:15:31Z"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_default_table_writes_spend_and_count() {
+        let patch = ProfileAttributes::default().patch(&update("segment"));
+        assert_eq!(
+            Value::Object(patch),
+            json!({"shopify_total_spent": 1234.57, "shopify_orders_count": 3})
+        );
+    }
+
+    #[test]
+    fn a_configured_row_adds_an_attribute_and_redaction_clears_all() {
+        let table: ProfileAttributes = toml::from_str(
+            "spent = \"total_spent\"\nshop_currency = \"currency\"\nshopify_tier = \"tier\"",
+        )
+        .unwrap();
+        assert_eq!(table.problem(), None);
+        assert_eq!(
+            Value::Object(table.patch(&update("segment"))),
+            json!({"spent": 1234.57, "shop_currency": "EUR", "shopify_tier": "VIP"})
+        );
+        assert_eq!(
+            Value::Object(table.patch(&update("redact"))),
+            json!({"spent": null, "shop_currency": null, "shopify_tier": null})
+        );
+    }
+
+    #[test]
+    fn bad_tables_are_refused() {
+        assert!(toml::from_str::<ProfileAttributes>("a = \"lifetime_value\"").is_err());
+        let empty: ProfileAttributes = toml::from_str("").unwrap();
+        assert!(empty.problem().is_some());
+        let bad: ProfileAttributes = toml::from_str("\"1st\" = \"tier\"").unwrap();
+        assert!(bad.problem().unwrap().contains("`1st`"));
+        let bad: ProfileAttributes = toml::from_str("\"a.b\" = \"tier\"").unwrap();
+        assert!(bad.problem().is_some());
+    }
+}
