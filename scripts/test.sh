@@ -14,7 +14,8 @@ cargo build --workspace --bins --locked
 cargo test --workspace --locked
 echo "the Kafka-facing suites again, on Apache Kafka" >&2
 # One invocation over the workspace (not `-p` per crate, which would resolve features
-# differently and rebuild dependencies): e2e pipeline/faults/kills, segmenter and okta-writer
-# crash, segmenter service/poison, okta-writer writer.
-TIERFLOW_TEST_BROKER=kafka cargo test --locked --workspace \
-  --test pipeline --test faults --test kills --test crash --test service --test poison --test writer
+# differently and rebuild dependencies). Each crate's tests are one binary, `it`
+# (tests/it/main.rs), and a suite is a module of it: e2e pipeline/faults/kills, segmenter and
+# okta-writer crash, segmenter service/poison, okta-writer writer.
+TIERFLOW_TEST_BROKER=kafka cargo test --locked --workspace --test it -- \
+  pipeline:: faults:: kills:: crash:: service:: poison:: writer::

@@ -12,7 +12,7 @@
 //!
 //! `cargo run --release -p okta-writer --example bench_writer [-- CUSTOMERS]` (default 2000)
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

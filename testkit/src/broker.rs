@@ -93,6 +93,7 @@ impl Broker {
     /// Apache Kafka with `nodes` nodes and no topics, for a test that makes its own (odd
     /// limits, drift) before the pipeline's.
     pub fn kafka_without_topics(nodes: u8) -> Broker {
+        crate::log::init();
         let k = LocalKafka::start(nodes)
             .expect("Apache Kafka starts (scripts/install-test-deps.sh installs Java and Maven)");
         Broker {
@@ -107,6 +108,7 @@ impl Broker {
     }
 
     pub fn start(kind: BrokerKind, partitions: i32) -> Broker {
+        crate::log::init();
         let topics = TopicsConfig::default();
         let (bootstrap, running) = match kind {
             BrokerKind::Embedded => {

@@ -8,9 +8,11 @@
 //! - [`process`]: the services' real binaries as processes a test can `kill -9` and restart.
 //! - [`running`]: a service built and run inside the test's process, stopped on request.
 //! - [`topic`]: reading what a topic holds (records, counts, headers).
-//! - waiting for a condition and reading a `/metrics` page (here).
+//! - [`log`]: `TEST_LOG`, the switch that shows in-process logs.
+//! - waiting for a condition, reading a `/metrics` page, and [`heavy`] (here).
 
 pub mod broker;
+pub mod log;
 pub mod process;
 pub mod running;
 pub mod topic;
@@ -19,6 +21,16 @@ use std::time::{Duration, Instant};
 
 pub use broker::{Broker, BrokerKind};
 pub use running::Running;
+
+/// Hold this for the whole of a test that loads the machine by itself (three Kafka nodes,
+/// processes killed at random points): at most one such test runs at a time in a test binary,
+/// beside the light ones, so their timings stay those of a machine that is not also running
+/// another heavy test. Each crate's tests are one binary (`tests/it/main.rs`): this is what
+/// separate binaries gave by running one after the other.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
 
 /// Poll `check` until it returns no complaints; panics with the last ones after `timeout`.
 pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> Vec<String>) {

@@ -112,11 +112,14 @@ impl Process {
             // A killed member's partitions move after its session times out: keep it short.
             .env("TIERFLOW_KAFKA__CLIENT__SESSION_TIMEOUT_MS", "6000")
             // Assignments and revocations are what a failure usually needs explained;
-            // `TIERFLOW_TEST_SERVICE_LOG` overrides (e.g. add librdkafka's `debug` via env).
+            // `TIERFLOW_TEST_SERVICE_LOG` overrides (e.g. add librdkafka's `debug` via env),
+            // then `TEST_LOG` (crate::log).
             .env(
                 "RUST_LOG",
                 std::env::var("TIERFLOW_TEST_SERVICE_LOG")
-                    .unwrap_or_else(|_| "warn,service_runtime::kafka=info".into()),
+                    .ok()
+                    .or_else(crate::log::filter)
+                    .unwrap_or_else(|| "warn,service_runtime::kafka=info".into()),
             )
             .stdout(Stdio::null())
             .stderr(log);

@@ -27,6 +27,7 @@ impl Running {
     where
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
+        crate::log::init();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(run(Box::pin(async move {
             let _ = stop_rx.await;

@@ -9,7 +9,7 @@
 //! `updateUser` (applied in Okta). After the run, the writer's remaining lag says whether the
 //! rate was sustained.
 //!
-//! `cargo run --release -p e2e --example bench_pipeline [-- RATE SECONDS]` (default 1000 60);
+//! `cargo run --release -p tests --example bench_pipeline [-- RATE SECONDS]` (default 1000 60);
 //! `BENCH_CLIENT=k=v,k=v` sets librdkafka properties on every service's clients;
 //! `BENCH_RUNS=N` repeats it N times (default 3), each on a fresh broker and pipeline, and
 //! prints the medians with their ranges.
@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::*;
+use tests::*;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

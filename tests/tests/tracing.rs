@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use e2e::*;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use testkit::Broker;
+use tests::*;
 use tracing_subscriber::layer::SubscriberExt;
 
 fn attr(span: &SpanData, key: &str) -> Option<String> {

@@ -1,12 +1,10 @@
 //! `segmenter replay` and `segmenter digest`: a rebuild from the earliest offset into empty
 //! state reproduces exactly the original run's decisions.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn cli(bootstrap: &str, args: &[&str]) -> (bool, String) {
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev.toml");

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use e2e::*;
 use testkit::Broker;
+use tests::*;
 use tierflow::status;
 
 fn dev_toml() -> PathBuf {

@@ -1,11 +1,9 @@
 //! The segmenter against a real Kafka-protocol broker (librdkafka's mock cluster): consume,
 //! emit, commit; crash and restart; rebalance; quarantine; redaction.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rdkafka::Message;
 use schemas::{headers as h, UpdateKind};
 

@@ -1,12 +1,10 @@
 //! OAuth 2.0 service-app authentication (`private_key_jwt` client credentials) against the
 //! simulator's token endpoint, which verifies the signed assertion with the app's public key.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use okta_sim::{OAuthClient, SimConfig};
 use okta_writer::apply::ApplyError;
 

@@ -5,11 +5,9 @@
 //! input record is counted once. (The mock cluster cannot refuse one record and accept
 //! another, so this runs on Kafka.)
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rdkafka::Message;
 use schemas::headers as h;
 

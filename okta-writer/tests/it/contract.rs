@@ -7,12 +7,10 @@
 //! The spec is OpenAPI 3.0, whose schemas are JSON Schema (draft 4 era) plus `nullable`; the
 //! test rewrites `nullable: true` into a `"null"` type before validating with `jsonschema`.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 use okta_sim::SimConfig;
 use okta_writer::config::{MissingUser, UserLookup};
 use serde_json::{json, Value};

@@ -1,10 +1,8 @@
 //! The ingest over real HTTP against a real Kafka-protocol broker (librdkafka's mock cluster).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use rdkafka::Message;
 use schemas::headers as h;
 

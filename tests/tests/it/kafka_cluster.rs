@@ -9,12 +9,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use e2e::*;
 use service_runtime::config::TopicsConfig;
 use testkit::Broker;
+use tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_kill_hang_and_full_restart_under_load_leave_okta_exact() {
+    let _heavy = testkit::heavy().await;
     let broker = Broker::kafka(3, 6);
     let kafka = broker.apache_kafka().unwrap();
     let bootstrap = broker.bootstrap_servers();

@@ -2,12 +2,10 @@
 //! exact; SIGTERM stops it cleanly. Also the binary's CLI: `--check-config`, `groups`,
 //! `dlq list`.
 
-mod common;
-
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use okta_sim::{Faults, SimConfig};
 
 fn command(bootstrap: &str, okta: &str) -> Command {
@@ -39,6 +37,7 @@ fn run(bootstrap: &str, okta: &str, args: &[&str]) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_stream_and_restarted_the_final_state_is_exact() {
+    let _heavy = testkit::heavy().await;
     let broker = broker();
     let bootstrap = broker.bootstrap_servers();
     // Slow Okta so the kill lands while work is in flight.

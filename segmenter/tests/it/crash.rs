@@ -2,13 +2,11 @@
 //! the final state is exact and the decisions emitted, once exact redeliveries (same event id)
 //! are removed, are exactly those of an uninterrupted run over the same input.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 
 fn spawn(bootstrap: &str) -> Child {
@@ -44,6 +42,7 @@ fn decisions(updates: &[schemas::SegmentUpdate]) -> BTreeMap<u64, Vec<String>> {
 
 #[tokio::test]
 async fn kill_9_at_random_points_loses_and_doubles_nothing() {
+    let _heavy = testkit::heavy().await;
     let (versions, inputs) = history(150, 9);
     let want = reference(&versions);
 

@@ -1,11 +1,9 @@
 //! Arbitrary headers and bodies thrown at the webhook handler: it never panics and answers only
 //! with documented statuses. Signed, keyable bodies really are produced (to the mock cluster).
 
-mod common;
-
+use crate::common::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::*;
 use proptest::prelude::*;
 use tower::ServiceExt;
 

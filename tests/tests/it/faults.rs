@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use e2e::*;
 use testkit::Broker;
+use tests::*;
 use tierflow::pipeline::Pipeline;
 
 async fn start(bootstrap: &str, sim: okta_sim::SimConfig) -> Pipeline {
@@ -32,6 +32,7 @@ async fn dead_letters(p: &Pipeline) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_outage_under_load_loses_nothing_that_was_acknowledged() {
+    let _heavy = testkit::heavy().await;
     let broker = Broker::from_env(6);
     let bootstrap = broker.bootstrap_servers();
     let pipeline = start(&bootstrap, okta_sim::SimConfig::default()).await;

@@ -1,12 +1,10 @@
 //! The writer against a real Kafka protocol peer (librdkafka's mock cluster) and the Okta
 //! simulator over HTTP.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use okta_sim::{AttrType, Bucket, Faults, SimConfig};
 use schemas::headers::dlq;
 

@@ -8,11 +8,9 @@
 //! - a body the broker refuses is answered 200 and quarantined (`too_large_for_broker`) with its
 //!   length and digest, cut to what the quarantine topic takes, never answered 503.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rdkafka::Message;
 use schemas::headers as h;
 

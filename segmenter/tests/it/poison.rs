@@ -4,13 +4,11 @@
 //! quarantined with its reason, the process keeps running, and every other customer of the
 //! same partitions reaches the reference state.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn poison(customer: u64, order_id: u64, amount: &str, updated_at: &str) -> Vec<u8> {
     format!(

@@ -6,20 +6,19 @@
 //! hang must show as 503s that Shopify retries — claims the mock cluster could never test,
 //! since it has no replicas to fail over to.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const WEBHOOKS: usize = 1500;
 const CONCURRENCY: usize = 16;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_2xx_survives_a_killed_partition_leader() {
+    let _heavy = testkit::heavy().await;
     let broker = testkit::Broker::kafka(3, PARTITIONS);
     let kafka = broker.apache_kafka().unwrap();
 

@@ -10,12 +10,12 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use e2e::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use service_runtime::config::TopicsConfig;
 use testkit::process::{Process, Service, Wiring};
 use testkit::{free_port, Broker};
+use tests::*;
 
 const PARTITIONS: i32 = 6;
 
@@ -45,6 +45,7 @@ fn webhook_ids_in(bootstrap: &str, topic: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_service_killed_at_random_points_and_restarted_the_final_state_is_exact() {
+    let _heavy = testkit::heavy().await;
     let seed = 41;
     let broker = Broker::from_env(PARTITIONS);
     let bootstrap = broker.bootstrap_servers();

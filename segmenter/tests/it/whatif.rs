@@ -1,12 +1,10 @@
 //! `segmenter whatif` over a real topic: the from→to matrix matches an independent
 //! computation, and the binary prints it and writes the movers.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use rust_decimal::Decimal;
 use schemas::TierTable;
 

@@ -4,12 +4,10 @@
 //! rebuilds exactly the state a restore built before compaction — the same customers with the
 //! same totals, counts and emails — and a restarted segmenter holds as many customers.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use rust_decimal::Decimal;
