@@ -108,10 +108,13 @@ async fn run(rate: f64, seconds: u64) -> Run {
         }
     };
     let pipeline = start_pipeline(&bootstrap, |s| {
-        s.writer.okta.max_concurrency = 64;
-        s.writer.okta_writer.max_customers_in_flight = 256;
+        s.for_writer.okta.max_concurrency = 64;
+        s.for_writer.okta_writer.max_customers_in_flight = 256;
         if let Ok(ms) = std::env::var("BENCH_FETCH_WAIT_MS") {
-            for client in [&mut s.segmenter.kafka.client, &mut s.writer.kafka.client] {
+            for client in [
+                &mut s.for_segmenter.kafka.client,
+                &mut s.for_writer.kafka.client,
+            ] {
                 client.insert("fetch.wait.max.ms".into(), toml::Value::String(ms.clone()));
             }
         }
@@ -119,9 +122,9 @@ async fn run(rate: f64, seconds: u64) -> Run {
         for pair in std::env::var("BENCH_CLIENT").unwrap_or_default().split(',') {
             if let Some((k, v)) = pair.split_once('=') {
                 for client in [
-                    &mut s.ingest.kafka.client,
-                    &mut s.segmenter.kafka.client,
-                    &mut s.writer.kafka.client,
+                    &mut s.for_ingest.kafka.client,
+                    &mut s.for_segmenter.kafka.client,
+                    &mut s.for_writer.kafka.client,
                 ] {
                     client.insert(k.trim().into(), toml::Value::String(v.trim().into()));
                 }

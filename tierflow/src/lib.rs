@@ -15,18 +15,18 @@ pub fn lag_table(
     use std::fmt::Write;
     let env: Vec<(String, String)> = service_runtime::config::process_env().collect();
     let settings = pipeline::PipelineSettings::load(Some(config), env, brokers)?;
-    let bootstrap = settings.segmenter.kafka.existing_brokers(
+    let bootstrap = settings.for_segmenter.kafka.existing_brokers(
         "pass --brokers: the embedded broker lives inside the running process (use the address it printed)",
     )?;
     let pairs: Vec<(String, String)> = if groups.is_empty() {
         vec![
             (
-                settings.segmenter.segmenter.group_id.clone(),
-                settings.segmenter.topics.orders.clone(),
+                settings.for_segmenter.segmenter.group_id.clone(),
+                settings.for_segmenter.topics.orders.clone(),
             ),
             (
-                settings.writer.okta_writer.group_id.clone(),
-                settings.writer.topics.segments.clone(),
+                settings.for_writer.okta_writer.group_id.clone(),
+                settings.for_writer.topics.segments.clone(),
             ),
         ]
     } else {
@@ -40,7 +40,7 @@ pub fn lag_table(
             .collect::<anyhow::Result<_>>()?
     };
     let client =
-        service_runtime::kafka::client_config(&settings.segmenter.kafka, &bootstrap, &[], &[])?;
+        service_runtime::kafka::client_config(&settings.for_segmenter.kafka, &bootstrap, &[], &[])?;
     let mut out = String::new();
     writeln!(
         out,

@@ -217,21 +217,21 @@ async fn start_apache_kafka(
 
 async fn dev(settings: PipelineSettings, options: DevOptions, kafka: bool) -> anyhow::Result<()> {
     let _telemetry =
-        service_runtime::telemetry::init("tierflow", settings.ingest.telemetry.log_format)?;
+        service_runtime::telemetry::init("tierflow", settings.for_ingest.telemetry.log_format)?;
     // Either broker lives on this thread for as long as the pipeline runs (the embedded one is
     // !Send; Apache Kafka is stopped when its handle drops).
     let (bootstrap, _embedded, _kafka) = if kafka {
-        let local = start_apache_kafka(&settings.ingest.topics).await?;
+        let local = start_apache_kafka(&settings.for_ingest.topics).await?;
         (local.bootstrap.clone(), None, Some(local))
     } else {
         let (bootstrap, embedded) = service_runtime::kafka::resolve_brokers(
-            &settings.ingest.kafka,
-            &settings.ingest.topics,
+            &settings.for_ingest.kafka,
+            &settings.for_ingest.topics,
             "tierflow dev",
         )?;
         (bootstrap, embedded, None)
     };
-    let segments = settings.ingest.topics.segments.clone();
+    let segments = settings.for_ingest.topics.segments.clone();
     let pipeline = Pipeline::start(settings, &bootstrap, &options).await?;
     let data: status::Shared = Arc::new(Mutex::new(status::StatusData::default()));
     let (status_addr, status_task) =

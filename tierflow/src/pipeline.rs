@@ -45,9 +45,9 @@ impl Default for DevOptions {
 /// Every service's settings, from one config file.
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
-    pub ingest: ingest::config::Settings,
-    pub segmenter: segmenter::config::Settings,
-    pub writer: okta_writer::config::Settings,
+    pub for_ingest: ingest::config::Settings,
+    pub for_segmenter: segmenter::config::Settings,
+    pub for_writer: okta_writer::config::Settings,
 }
 
 impl PipelineSettings {
@@ -58,9 +58,9 @@ impl PipelineSettings {
         brokers: Option<String>,
     ) -> anyhow::Result<PipelineSettings> {
         Ok(PipelineSettings {
-            ingest: ingest::config::Settings::load(path, env.clone(), brokers.clone())?,
-            segmenter: segmenter::config::Settings::load(path, env.clone(), brokers.clone())?,
-            writer: okta_writer::config::Settings::load(path, env, brokers)?,
+            for_ingest: ingest::config::Settings::load(path, env.clone(), brokers.clone())?,
+            for_segmenter: segmenter::config::Settings::load(path, env.clone(), brokers.clone())?,
+            for_writer: okta_writer::config::Settings::load(path, env, brokers)?,
         })
     }
 }
@@ -96,7 +96,7 @@ fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> 
 /// The simulator's seed: every tier's group, and `users` of loadgen's customers.
 pub fn seed(settings: &PipelineSettings, users: u64) -> okta_sim::Seed {
     let mut seed = okta_sim::Seed::default();
-    for row in &settings.segmenter.tiers {
+    for row in &settings.for_segmenter.tiers {
         seed.groups.push(okta_sim::SeedGroup {
             name: row.okta_group.clone(),
             group_type: "OKTA_GROUP".into(),
@@ -129,16 +129,16 @@ impl Pipeline {
     ) -> anyhow::Result<Pipeline> {
         let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
         if options.ephemeral_ports {
-            settings.ingest.ingest.listen = loopback;
-            settings.ingest.ingest.admin_listen = loopback;
-            settings.segmenter.segmenter.admin_listen = loopback;
-            settings.writer.okta_writer.admin_listen = loopback;
+            settings.for_ingest.ingest.listen = loopback;
+            settings.for_ingest.ingest.admin_listen = loopback;
+            settings.for_segmenter.segmenter.admin_listen = loopback;
+            settings.for_writer.okta_writer.admin_listen = loopback;
         }
         // The simulator listens where [okta] base_url points (a fresh port in tests).
         let okta_addr: SocketAddr = if options.ephemeral_ports {
             loopback
         } else {
-            let url = settings.writer.base_url()?;
+            let url = settings.for_writer.base_url()?;
             let parsed = url::Url::parse(&url)?;
             anyhow::ensure!(
                 parsed.scheme() == "http",
@@ -157,7 +157,7 @@ impl Pipeline {
         };
         let shared = okta_sim::Shared::new(sim_config, &seed(&settings, options.users))
             .map_err(anyhow::Error::msg)?;
-        if let okta_writer::config::Credentials::ApiToken(t) = settings.writer.credentials()? {
+        if let okta_writer::config::Credentials::ApiToken(t) = settings.for_writer.credentials()? {
             use secrecy::ExposeSecret;
             shared.set_api_tokens(vec![t.expose_secret().to_owned()]);
         }
@@ -165,7 +165,7 @@ impl Pipeline {
             .await
             .with_context(|| format!("binding the Okta simulator on {okta_addr}"))?;
         let okta = format!("http://{}", sim_listener.local_addr()?);
-        settings.writer.okta.base_url = Some(okta.clone());
+        settings.for_writer.okta.base_url = Some(okta.clone());
 
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
@@ -181,20 +181,20 @@ impl Pipeline {
             }),
         ));
 
-        let app = ingest::Application::build(&settings.ingest, bootstrap)
+        let app = ingest::Application::build(&settings.for_ingest, bootstrap)
             .await
             .context("starting the ingest")?;
         let webhooks = app.local_addr();
         let ingest_admin = app.admin_addr();
         tasks.push(("ingest", tokio::spawn(app.run_until(stopped(&stop_rx)))));
 
-        let app = segmenter::Application::build(&settings.segmenter, bootstrap)
+        let app = segmenter::Application::build(&settings.for_segmenter, bootstrap)
             .await
             .context("starting the segmenter")?;
         let segmenter_admin = app.admin_addr();
         tasks.push(("segmenter", tokio::spawn(app.run_until(stopped(&stop_rx)))));
 
-        let app = okta_writer::Application::build(&settings.writer, bootstrap)
+        let app = okta_writer::Application::build(&settings.for_writer, bootstrap)
             .await
             .context("starting the okta-writer")?;
         let writer_admin = app.admin_addr();
@@ -206,7 +206,7 @@ impl Pipeline {
         if let Some(rate) = options.load {
             // Sign as a shop the ingest accepts: with a global secret (inline or from
             // `webhook_secrets_file`) as the dev shop, else as the first shop with its own.
-            let secrets = settings.ingest.secrets()?;
+            let secrets = settings.for_ingest.secrets()?;
             let (shop, secret) = secrets
                 .global
                 .first()

@@ -112,12 +112,12 @@ fn docker_compose_matches_the_dockerfile_the_configs_and_the_docs() {
     );
 
     // Each service's config loads and validates with its compose environment.
-    let ingest =
+    let for_ingest =
         ingest::config::Settings::load(Some(&config_path), env_of(&services["ingest"]), None)
             .expect("ingest config");
     segmenter::config::Settings::load(Some(&config_path), env_of(&services["segmenter"]), None)
         .expect("segmenter config");
-    let writer = okta_writer::config::Settings::load(
+    let for_writer = okta_writer::config::Settings::load(
         Some(&config_path),
         env_of(&services["okta-writer"]),
         None,
@@ -141,7 +141,7 @@ fn docker_compose_matches_the_dockerfile_the_configs_and_the_docs() {
             })
             .collect()
     };
-    assert_eq!(published("ingest"), [ingest.ingest.listen.port()]);
+    assert_eq!(published("ingest"), [for_ingest.ingest.listen.port()]);
     assert_eq!(published("segmenter"), Vec::<u16>::new());
     assert_eq!(published("okta-writer"), Vec::<u16>::new());
     let sim_cmd: Vec<&str> = services["okta-sim"]["command"]
@@ -153,7 +153,7 @@ fn docker_compose_matches_the_dockerfile_the_configs_and_the_docs() {
     let sim_listen = sim_cmd[sim_cmd.iter().position(|a| *a == "--listen").unwrap() + 1];
     assert_eq!(published("okta-sim"), [port_of(sim_listen)]);
     assert_eq!(
-        writer.base_url().unwrap(),
+        for_writer.base_url().unwrap(),
         format!("http://okta-sim:{}", port_of(sim_listen))
     );
     let sim_token = sim_cmd[sim_cmd.iter().position(|a| *a == "--api-token").unwrap() + 1];
@@ -171,17 +171,14 @@ fn docker_compose_matches_the_dockerfile_the_configs_and_the_docs() {
         .iter()
         .map(|t| t.as_str().unwrap().to_owned())
         .collect();
-    let segmenter_settings =
+    let for_segmenter =
         segmenter::config::Settings::load(Some(&config_path), Vec::new(), None).unwrap();
     assert_eq!(
         targets,
         [
-            format!("ingest:{}", ingest.ingest.admin_listen.port()),
-            format!(
-                "segmenter:{}",
-                segmenter_settings.segmenter.admin_listen.port()
-            ),
-            format!("okta-writer:{}", writer.okta_writer.admin_listen.port()),
+            format!("ingest:{}", for_ingest.ingest.admin_listen.port()),
+            format!("segmenter:{}", for_segmenter.segmenter.admin_listen.port()),
+            format!("okta-writer:{}", for_writer.okta_writer.admin_listen.port()),
         ]
     );
     assert_eq!(prom["rule_files"][0], "/etc/prometheus/alerts.yml");

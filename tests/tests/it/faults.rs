@@ -13,9 +13,9 @@ use tierflow::pipeline::Pipeline;
 async fn start(bootstrap: &str, sim: okta_sim::SimConfig) -> Pipeline {
     // Retry Okta quickly in tests; ack webhooks within 2 s so an outage shows as 503s fast.
     let pipeline = start_pipeline(bootstrap, |s| {
-        s.writer.okta.retry_initial_interval = Duration::from_millis(20);
-        s.writer.okta.retry_max_interval = Duration::from_millis(500);
-        s.ingest.ingest.produce_timeout = Duration::from_secs(2);
+        s.for_writer.okta.retry_initial_interval = Duration::from_millis(20);
+        s.for_writer.okta.retry_max_interval = Duration::from_millis(500);
+        s.for_ingest.ingest.produce_timeout = Duration::from_secs(2);
     })
     .await;
     pipeline.sim.set_faults(sim.faults);

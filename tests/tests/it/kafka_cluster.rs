@@ -21,9 +21,9 @@ async fn leader_kill_hang_and_full_restart_under_load_leave_okta_exact() {
     let bootstrap = broker.bootstrap_servers();
     let produce_timeout = Duration::from_secs(2);
     let pipeline = start_pipeline(&bootstrap, |s| {
-        s.writer.okta.retry_initial_interval = Duration::from_millis(20);
-        s.writer.okta.retry_max_interval = Duration::from_millis(500);
-        s.ingest.ingest.produce_timeout = produce_timeout;
+        s.for_writer.okta.retry_initial_interval = Duration::from_millis(20);
+        s.for_writer.okta.retry_max_interval = Duration::from_millis(500);
+        s.for_ingest.ingest.produce_timeout = produce_timeout;
     })
     .await;
     let history = history(400, 51);

@@ -229,8 +229,8 @@ async fn dev_load_traffic_is_signed_with_a_secret_from_the_secrets_file() {
         Some(bootstrap.clone()),
     )
     .unwrap();
-    settings.ingest.shopify.webhook_secrets.clear();
-    settings.ingest.shopify.webhook_secrets_file = Some(secrets);
+    settings.for_ingest.shopify.webhook_secrets.clear();
+    settings.for_ingest.shopify.webhook_secrets_file = Some(secrets);
     let options = tierflow::pipeline::DevOptions {
         users: 50,
         customers: 50,
