@@ -31,7 +31,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use schemas::{headers as h, ShopifyTopic};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tracing::Instrument;
@@ -408,23 +408,11 @@ impl AppState {
             usize::try_from(crate::publisher::RECORD_OVERHEAD).unwrap_or(usize::MAX),
         );
         let kept = &body[..body.len().min(room)];
-        let headers = record_headers(meta, &span, &received_at_now(), Some(REASON))
-            .insert(Header {
-                key: h::BODY_BYTES,
-                value: Some(&body.len().to_string()),
-            })
-            .insert(Header {
-                key: h::BODY_SHA256,
-                value: Some(&h::sha256_hex(body)),
-            })
-            .insert(Header {
-                key: h::BODY_TRUNCATED,
-                value: Some(if kept.len() < body.len() {
-                    "true"
-                } else {
-                    "false"
-                }),
-            });
+        let headers = service_runtime::kafka::with_body_cut(
+            record_headers(meta, &span, &received_at_now(), Some(REASON)),
+            body,
+            kept.len(),
+        );
         let published = self
             .publisher
             .publish(
@@ -508,46 +496,21 @@ fn record_headers(
     quarantine: Option<&str>,
 ) -> OwnedHeaders {
     let (traceparent, tracestate) = service_runtime::telemetry::trace_context(span);
-    let mut headers = OwnedHeaders::new_with_capacity(11)
-        .insert(Header {
-            key: h::SHOPIFY_TOPIC,
-            value: Some(meta.topic),
-        })
-        .insert(Header {
-            key: h::SHOPIFY_SHOP_DOMAIN,
-            value: Some(meta.shop.as_str()),
-        })
-        .insert(Header {
-            key: h::SHOPIFY_WEBHOOK_ID,
-            value: Some(meta.webhook_id),
-        })
-        .insert(Header {
-            key: h::SHOPIFY_API_VERSION,
-            value: Some(meta.api_version),
-        })
-        .insert(Header {
-            key: h::RECEIVED_AT,
-            value: Some(received_at),
-        })
-        .insert(Header {
-            key: h::TRACEPARENT,
-            value: Some(traceparent.as_str()),
-        });
-    let optional = [
-        (h::SHOPIFY_EVENT_ID, meta.event_id),
-        (h::SHOPIFY_TRIGGERED_AT, meta.triggered_at),
-        (h::TRACESTATE, tracestate.as_deref()),
-        (h::QUARANTINE_REASON, quarantine),
-    ];
-    for (key, value) in optional {
-        if let Some(value) = value {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
-    }
-    headers
+    service_runtime::kafka::with_headers(
+        OwnedHeaders::new_with_capacity(11),
+        &[
+            (h::SHOPIFY_TOPIC, Some(meta.topic)),
+            (h::SHOPIFY_SHOP_DOMAIN, Some(meta.shop.as_str())),
+            (h::SHOPIFY_WEBHOOK_ID, Some(meta.webhook_id)),
+            (h::SHOPIFY_API_VERSION, Some(meta.api_version)),
+            (h::RECEIVED_AT, Some(received_at)),
+            (h::TRACEPARENT, Some(traceparent.as_str())),
+            (h::SHOPIFY_EVENT_ID, meta.event_id),
+            (h::SHOPIFY_TRIGGERED_AT, meta.triggered_at),
+            (h::TRACESTATE, tracestate.as_deref()),
+            (h::QUARANTINE_REASON, quarantine),
+        ],
+    )
 }
 
 /// Broker reachability as seen by a periodic metadata fetch (see [`crate::Application`]).

@@ -24,6 +24,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset};
 use schemas::headers::dlq;
 use schemas::SegmentUpdate;
+use service_runtime::kafka::with_headers;
 
 use crate::apply::{Applier, ApplyError, Outcome};
 use crate::client::Failure;
@@ -58,48 +59,43 @@ pub fn headers(
             });
         }
     }
-    let mut add = |k: &str, v: &str| {
-        out = std::mem::take(&mut out).insert(Header {
-            key: k,
-            value: Some(v.as_bytes()),
-        });
-    };
-    add(dlq::TOPIC, source.0);
-    add(dlq::PARTITION, &source.1.to_string());
-    add(dlq::OFFSET, &source.2.to_string());
-    add(dlq::EXCEPTION_CLASS, ctx.reason.exception_class());
-    add(dlq::EXCEPTION_MESSAGE, &ctx.message);
-    add(dlq::REASON, ctx.reason.label());
-    add(dlq::COALESCED, &ctx.coalesced.to_string());
     let now = SystemTime::now();
-    match ctx.failure {
-        Some(f) => {
-            add(dlq::OPERATION, f.last.operation);
-            if let Some(s) = f.last.status() {
-                add(dlq::HTTP_STATUS, &s.to_string());
-            }
-            if let Some(body) = f.last.body() {
-                if let Some(c) = &body.error_code {
-                    add(dlq::OKTA_ERROR_CODE, c);
-                }
-                if let Some(c) = &body.error_id {
-                    add(dlq::OKTA_ERROR_ID, c);
-                }
-            }
-            if let Some(c) = &f.last.request_id {
-                add(dlq::OKTA_REQUEST_ID, c);
-            }
-            add(dlq::ATTEMPTS, &f.attempts.to_string());
-            add(dlq::FIRST_FAILURE_AT, &rfc3339(f.first_failure));
-            add(dlq::LAST_FAILURE_AT, &rfc3339(f.last_failure));
-        }
-        None => {
-            add(dlq::ATTEMPTS, "1");
-            add(dlq::FIRST_FAILURE_AT, &rfc3339(now));
-            add(dlq::LAST_FAILURE_AT, &rfc3339(now));
-        }
-    }
-    out
+    let f = ctx.failure;
+    let body = f.and_then(|f| f.last.body());
+    let (attempts, first, last) = f.map_or((1, now, now), |f| {
+        (f.attempts, f.first_failure, f.last_failure)
+    });
+    with_headers(
+        out,
+        &[
+            (dlq::TOPIC, Some(source.0)),
+            (dlq::PARTITION, Some(&source.1.to_string())),
+            (dlq::OFFSET, Some(&source.2.to_string())),
+            (dlq::EXCEPTION_CLASS, Some(ctx.reason.exception_class())),
+            (dlq::EXCEPTION_MESSAGE, Some(&ctx.message)),
+            (dlq::REASON, Some(ctx.reason.label())),
+            (dlq::COALESCED, Some(&ctx.coalesced.to_string())),
+            (dlq::OPERATION, f.map(|f| f.last.operation)),
+            (
+                dlq::HTTP_STATUS,
+                f.and_then(|f| f.last.status())
+                    .map(|s| s.to_string())
+                    .as_deref(),
+            ),
+            (
+                dlq::OKTA_ERROR_CODE,
+                body.and_then(|b| b.error_code.as_deref()),
+            ),
+            (dlq::OKTA_ERROR_ID, body.and_then(|b| b.error_id.as_deref())),
+            (
+                dlq::OKTA_REQUEST_ID,
+                f.and_then(|f| f.last.request_id.as_deref()),
+            ),
+            (dlq::ATTEMPTS, Some(&attempts.to_string())),
+            (dlq::FIRST_FAILURE_AT, Some(&rfc3339(first))),
+            (dlq::LAST_FAILURE_AT, Some(&rfc3339(last))),
+        ],
+    )
 }
 
 /// Produce one record and wait for the broker's ack.
@@ -575,19 +571,14 @@ pub async fn redrive(
             }
         };
         if execute {
-            let marker = OwnedHeaders::new()
-                .insert(Header {
-                    key: dlq::REDRIVE_OF,
-                    value: Some(e.id().as_bytes()),
-                })
-                .insert(Header {
-                    key: dlq::REDRIVE_OUTCOME,
-                    value: Some(outcome.as_bytes()),
-                })
-                .insert(Header {
-                    key: dlq::REDRIVE_MESSAGE,
-                    value: Some(message.as_bytes()),
-                });
+            let marker = with_headers(
+                OwnedHeaders::new(),
+                &[
+                    (dlq::REDRIVE_OF, Some(&e.id())),
+                    (dlq::REDRIVE_OUTCOME, Some(&outcome)),
+                    (dlq::REDRIVE_MESSAGE, Some(&message)),
+                ],
+            );
             let value = serde_json::json!({"redrive_of": e.id(), "outcome": outcome, "message": message, "at": rfc3339(SystemTime::now())}).to_string();
             produce(
                 &producer,

@@ -33,15 +33,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{
-    BorrowedHeaders, BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage,
-};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset};
 use schemas::{headers as h, RecordKey, ShopifyTopic, UpdateKind};
 use tokio::sync::mpsc;
 
-use service_runtime::kafka::GroupContext;
+use service_runtime::kafka::{with_body_cut, with_headers, GroupContext};
 
 use crate::changelog::{restore_partitions, OrderRecord};
 use crate::config::Settings;
@@ -205,20 +203,14 @@ impl Sender {
                     partition: None,
                     key: o.key,
                     payload: None,
-                    headers: o
-                        .headers
-                        .insert(Header {
-                            key: h::QUARANTINE_REASON,
-                            value: Some("produce_rejected"),
-                        })
-                        .insert(Header {
-                            key: h::QUARANTINE_DETAIL,
-                            value: Some(truncate_str(&detail, 1024)),
-                        })
-                        .insert(Header {
-                            key: h::QUARANTINED_BY,
-                            value: Some("segmenter"),
-                        }),
+                    headers: with_headers(
+                        o.headers,
+                        &[
+                            (h::QUARANTINE_REASON, Some("produce_rejected")),
+                            (h::QUARANTINE_DETAIL, Some(truncate_str(&detail, 1024))),
+                            (h::QUARANTINED_BY, Some("segmenter")),
+                        ],
+                    ),
                 }
             })
             .collect();
@@ -687,41 +679,25 @@ impl Segmenter {
     fn quarantine_copy(&self, m: &BorrowedMessage<'_>, reason: &str, detail: &str) -> Out {
         let payload = m.payload().unwrap_or_default();
         let detail = truncate_str(detail, 1024);
-        let mut hs = with_source(
-            m.headers().map(BorrowedHeaders::detach).unwrap_or_default(),
-            m,
-        )
-        .insert(Header {
-            key: h::QUARANTINE_REASON,
-            value: Some(reason),
-        })
-        .insert(Header {
-            key: h::QUARANTINE_DETAIL,
-            value: Some(detail),
-        })
-        .insert(Header {
-            key: h::QUARANTINED_BY,
-            value: Some("segmenter"),
-        });
+        let mut hs = with_headers(
+            with_source(
+                m.headers().map(BorrowedHeaders::detach).unwrap_or_default(),
+                m,
+            ),
+            &[
+                (h::QUARANTINE_REASON, Some(reason)),
+                (h::QUARANTINE_DETAIL, Some(detail)),
+                (h::QUARANTINED_BY, Some("segmenter")),
+            ],
+        );
         let key = key_text(m);
         let overhead = key.len() + headers_len(&hs) + RECORD_OVERHEAD;
         let room = self.quarantine_max_bytes.saturating_sub(overhead);
         let body = if payload.len() > room {
-            hs = hs
-                .insert(Header {
-                    key: h::BODY_BYTES,
-                    value: Some(&payload.len().to_string()),
-                })
-                .insert(Header {
-                    key: h::BODY_SHA256,
-                    value: Some(&schemas::headers::sha256_hex(payload)),
-                })
-                .insert(Header {
-                    key: h::BODY_TRUNCATED,
-                    value: Some("true"),
-                });
-            // The headers just added cost a little room too.
-            &payload[..room.saturating_sub(256)]
+            // The headers added cost a little room too.
+            let kept = room.saturating_sub(256);
+            hs = with_body_cut(hs, payload, kept);
+            &payload[..kept]
         } else {
             payload
         };
@@ -791,10 +767,7 @@ impl Segmenter {
                     partition: Some(target),
                     key: key_text(m),
                     payload: Some(m.payload().unwrap_or_default().to_vec()),
-                    headers: hs.insert(Header {
-                        key: h::FANOUT_FROM,
-                        value: Some(&p.to_string()),
-                    }),
+                    headers: with_headers(hs, &[(h::FANOUT_FROM, Some(&p.to_string()))]),
                 });
             }
             return "fanned_out";
@@ -850,21 +823,14 @@ impl Segmenter {
                 if u.tier_changed { "true" } else { "false" },
             );
             *tally.updates.entry(labels).or_default() += 1;
-            let mut hs = with_source(OwnedHeaders::new(), m)
-                .insert(Header {
-                    key: h::EVENT_ID,
-                    value: Some(u.event_id.as_str()),
-                })
-                .insert(Header {
-                    key: h::TRACEPARENT,
-                    value: Some(traceparent.as_str()),
-                });
-            if let Some(ts) = &tracestate {
-                hs = hs.insert(Header {
-                    key: h::TRACESTATE,
-                    value: Some(ts.as_str()),
-                });
-            }
+            let hs = with_headers(
+                with_source(OwnedHeaders::new(), m),
+                &[
+                    (h::EVENT_ID, Some(u.event_id.as_str())),
+                    (h::TRACEPARENT, Some(traceparent.as_str())),
+                    (h::TRACESTATE, tracestate.as_deref()),
+                ],
+            );
             outs.push(Out {
                 topic: self.settings.topics.segments.clone(),
                 partition: None,
@@ -921,18 +887,14 @@ fn header<'m>(m: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
 
 /// `hs` plus where `m` came from (topic, partition, offset).
 fn with_source(hs: OwnedHeaders, m: &BorrowedMessage<'_>) -> OwnedHeaders {
-    hs.insert(Header {
-        key: h::SOURCE_TOPIC,
-        value: Some(m.topic()),
-    })
-    .insert(Header {
-        key: h::SOURCE_PARTITION,
-        value: Some(&m.partition().to_string()),
-    })
-    .insert(Header {
-        key: h::SOURCE_OFFSET,
-        value: Some(&m.offset().to_string()),
-    })
+    with_headers(
+        hs,
+        &[
+            (h::SOURCE_TOPIC, Some(m.topic())),
+            (h::SOURCE_PARTITION, Some(&m.partition().to_string())),
+            (h::SOURCE_OFFSET, Some(&m.offset().to_string())),
+        ],
+    )
 }
 
 /// Errors about the record itself, which no retry fixes (as opposed to the broker's state).

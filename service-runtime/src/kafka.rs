@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{ClientConfig, ClientContext};
@@ -95,10 +95,35 @@ pub fn client_config(
     Ok(config)
 }
 
-/// The record (or the batch it shares) is over a size limit: the producer's
-/// `message.max.bytes`, checked on the uncompressed record, or the topic's
-/// `max.message.bytes`, checked by the broker on the compressed batch. No retry of the same
-/// batch fixes it; a record small enough on its own may pass when sent again alone.
+/// `headers` with each `(name, value)` appended, the pairs without a value left out: how every
+/// record's headers are built (tierflow's header values are all text).
+pub fn with_headers(headers: OwnedHeaders, pairs: &[(&str, Option<&str>)]) -> OwnedHeaders {
+    pairs.iter().fold(headers, |hs, (key, value)| match value {
+        Some(v) => hs.insert(Header {
+            key,
+            value: Some(*v),
+        }),
+        None => hs,
+    })
+}
+
+/// `headers` with what a copy whose body was cut to `kept` bytes must say about the original:
+/// its length, its SHA-256 and whether it was cut.
+pub fn with_body_cut(headers: OwnedHeaders, body: &[u8], kept: usize) -> OwnedHeaders {
+    use schemas::headers as h;
+    with_headers(
+        headers,
+        &[
+            (h::BODY_BYTES, Some(&body.len().to_string())),
+            (h::BODY_SHA256, Some(&h::sha256_hex(body))),
+            (
+                h::BODY_TRUNCATED,
+                Some(if kept < body.len() { "true" } else { "false" }),
+            ),
+        ],
+    )
+}
+
 /// The value of header `name` as text: the last one when a record repeats it (what a map of
 /// the headers would hold), and only if it is UTF-8. Every service reads headers this way, so
 /// a record that repeats a header means the same to the segmenter, `segmenter whatif` and the
@@ -117,6 +142,10 @@ pub fn header<'h, H: rdkafka::message::Headers + ?Sized>(
     })
 }
 
+/// The record (or the batch it shares) is over a size limit: the producer's
+/// `message.max.bytes`, checked on the uncompressed record, or the topic's
+/// `max.message.bytes`, checked by the broker on the compressed batch. No retry of the same
+/// batch fixes it; a record small enough on its own may pass when sent again alone.
 pub fn record_too_large(e: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode;
     matches!(
