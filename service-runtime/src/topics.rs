@@ -106,6 +106,32 @@ pub fn ensure(
 ) -> anyhow::Result<Vec<Finding>> {
     let admin: AdminClient<DefaultClientContext> =
         config.create().context("creating a Kafka admin client")?;
+    // A topic the metadata read did not show may still exist: created a moment ago (by
+    // someone else, or just before this run) and not yet in the answering broker's metadata
+    // cache. Creating it then fails with TopicAlreadyExists; checking it again once the
+    // metadata shows it reports its drift instead of calling it created.
+    let mut raced = Vec::new();
+    for attempt in 1..=5u32 {
+        let findings;
+        (findings, raced) = ensure_once(&admin, specs, execute, timeout)?;
+        if raced.is_empty() {
+            return Ok(findings);
+        }
+        std::thread::sleep(Duration::from_millis(200) * attempt);
+    }
+    anyhow::bail!(
+        "topics {} exist, but the brokers' metadata does not show them yet; run again",
+        raced.join(", ")
+    )
+}
+
+/// One pass of [`ensure`]: the findings, and the topics that turned out to exist when created.
+fn ensure_once(
+    admin: &AdminClient<DefaultClientContext>,
+    specs: &[TopicSpec],
+    execute: bool,
+    timeout: Duration,
+) -> anyhow::Result<(Vec<Finding>, Vec<String>)> {
     let metadata = admin
         .inner()
         .fetch_metadata(None, timeout)
@@ -217,13 +243,18 @@ pub fn ensure(
             .collect();
         let results = futures::executor::block_on(admin.create_topics(&new, &options))
             .context("creating topics")?;
+        let mut raced = Vec::new();
         for r in results {
             match r {
                 Ok(_) => {}
-                // Created meanwhile by someone else: it exists, which is what was asked.
-                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    raced.push(name)
+                }
                 Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
             }
+        }
+        if !raced.is_empty() {
+            return Ok((findings, raced));
         }
     }
     for spec in to_create {
@@ -232,5 +263,5 @@ pub fn ensure(
             executed: execute,
         });
     }
-    Ok(findings)
+    Ok((findings, Vec::new()))
 }

@@ -204,6 +204,30 @@ pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs:
     {
         r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
     }
+    // CreateTopics answers once the controller has the topic; a broker's metadata shows it a
+    // little later. A test goes on only when every partition has a leader.
+    let started = std::time::Instant::now();
+    loop {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(name), Duration::from_secs(5));
+        let ready = metadata.is_ok_and(|m| {
+            m.topics().iter().any(|t| {
+                t.name() == name
+                    && t.error().is_none()
+                    && t.partitions().len() == partitions as usize
+                    && t.partitions().iter().all(|p| p.leader() >= 0)
+            })
+        });
+        if ready {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "topic {name} created but not in the metadata after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// [`ensure_topics`] with the default names and [`layout`], off the async runtime's threads.
