@@ -201,6 +201,12 @@ pub struct WriterConfig {
     /// How long shutdown waits for in-flight applications before leaving them to redelivery.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Under a backlog, customers whose tier changes (or who are new, or redacted) take their
+    /// turn before customers whose spend alone changed (`queue.rs`); `false`: arrival order.
+    pub tier_changes_first: bool,
+    /// The longest a spend-only customer waits behind tier changes before going next.
+    #[serde(with = "humantime_serde")]
+    pub spend_only_max_wait: Duration,
 }
 
 impl Default for WriterConfig {
@@ -212,6 +218,8 @@ impl Default for WriterConfig {
             max_buffered_records: 20_000,
             batch_wait: Duration::from_millis(20),
             shutdown_timeout: Duration::from_secs(20),
+            tier_changes_first: true,
+            spend_only_max_wait: Duration::from_secs(300),
         }
     }
 }
@@ -310,6 +318,12 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "okta_writer.group_id",
                 "must not be empty",
+            ));
+        }
+        if w.spend_only_max_wait.is_zero() {
+            return Err(ConfigError::invalid(
+                "okta_writer.spend_only_max_wait",
+                "must be above 0 (it bounds how long a spend-only update waits behind tier changes), e.g. \"5m\"",
             ));
         }
         if w.max_customers_in_flight == 0 {

@@ -50,6 +50,9 @@ pub struct Metrics {
     pub buffered: IntGauge,
     /// `tierflow_okta_writer_customers_in_flight`
     pub customers_in_flight: IntGauge,
+    /// `tierflow_okta_writer_waiting_customers{lane}`: customers waiting for a turn, by lane
+    /// (`urgent`: a tier change, first update or redaction; `spend_only`).
+    pub waiting_customers: IntGaugeVec,
     /// `tierflow_okta_writer_user_cache_total{result}`: hit or miss.
     pub user_cache: IntCounterVec,
 }
@@ -155,6 +158,11 @@ impl Metrics {
                 "tierflow_okta_writer_customers_in_flight",
                 "Customers whose update is being applied.",
             )?,
+            waiting_customers: gauge(
+                "tierflow_okta_writer_waiting_customers",
+                "Customers with records waiting for their turn, by lane (urgent: tier change, first update or redaction; spend_only).",
+                &["lane"],
+            )?,
             user_cache: counter(
                 "tierflow_okta_writer_user_cache_total",
                 "Customer to Okta user lookups by result (hit, miss).",
@@ -170,6 +178,9 @@ impl Metrics {
         }
         for kind in ["rate", "concurrency"] {
             m.rate_limited.with_label_values(&[kind]).inc_by(0);
+        }
+        for lane in ["urgent", "spend_only"] {
+            m.waiting_customers.with_label_values(&[lane]).set(0);
         }
         for outcome in ["applied", "skipped", "dead_lettered", "coalesced"] {
             m.updates.with_label_values(&[outcome]).inc_by(0);
@@ -193,6 +204,7 @@ impl Metrics {
         registry.register(Box::new(m.credentials_paused.clone()))?;
         registry.register(Box::new(m.buffered.clone()))?;
         registry.register(Box::new(m.customers_in_flight.clone()))?;
+        registry.register(Box::new(m.waiting_customers.clone()))?;
         registry.register(Box::new(m.user_cache.clone()))?;
         Ok(m)
     }

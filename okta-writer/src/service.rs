@@ -41,7 +41,7 @@ use crate::credentials::CredentialsGate;
 use crate::job::{run_job, JobContext, JobEnd};
 use crate::metrics::Metrics;
 use crate::offsets::OffsetTracker;
-use crate::queue::{CustomerQueue, Job, Rec};
+use crate::queue::{is_urgent, CustomerQueue, Job, Lane, Ordering, Rec};
 
 /// The consumer and what the loop's applications share; [`Writer::run`] is the loop.
 pub struct Writer {
@@ -189,7 +189,10 @@ impl Writer {
     /// flight, store what is done and commit.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let mut s = LoopState {
-            queue: CustomerQueue::default(),
+            queue: CustomerQueue::new(Ordering {
+                tier_changes_first: self.cfg.tier_changes_first,
+                spend_only_max_wait: self.cfg.spend_only_max_wait,
+            }),
             offsets: OffsetTracker::default(),
             credentials: CredentialsGate::new(self.credentials_pause.0, self.credentials_pause.1),
             tasks: JoinSet::new(),
@@ -216,7 +219,7 @@ impl Writer {
                 received = self.consumer.recv() => match received {
                     Ok(m) => {
                         if let Some(rec) = self.received(&mut s, &m) {
-                            s.queue.push(rec);
+                            s.queue.push(rec, Instant::now());
                             s.dispatch_at.get_or_insert(Instant::now() + self.cfg.batch_wait);
                         }
                     }
@@ -224,6 +227,12 @@ impl Writer {
                 },
             }
             self.metrics.buffered.set(s.queue.held() as i64);
+            for lane in [Lane::Urgent, Lane::SpendOnly] {
+                self.metrics
+                    .waiting_customers
+                    .with_label_values(&[lane.label()])
+                    .set(s.queue.waiting_in(lane) as i64);
+            }
         }
         self.stop(s).await;
         Ok(())
@@ -255,6 +264,7 @@ impl Writer {
             payload: m.payload().map(<[u8]>::to_vec),
             headers: m.headers().map(|h| h.detach()),
             timestamp_ms: m.timestamp().to_millis(),
+            urgent: is_urgent(m.payload()),
         })
     }
 
@@ -283,7 +293,10 @@ impl Writer {
             return;
         }
         while s.tasks.len() < self.cfg.max_customers_in_flight {
-            let Some(job) = s.queue.next_job(false, |r| self.is_current(r)) else {
+            let Some(job) = s
+                .queue
+                .next_job(false, Instant::now(), |r| self.is_current(r))
+            else {
                 break;
             };
             self.spawn(s, job);
@@ -292,7 +305,10 @@ impl Writer {
 
     /// The credentials pause is over: one customer tries them.
     fn on_probe_due(&self, s: &mut LoopState) {
-        match s.queue.next_job(true, |r| self.is_current(r)) {
+        match s
+            .queue
+            .next_job(true, Instant::now(), |r| self.is_current(r))
+        {
             Some(job) => {
                 s.credentials.probe_started();
                 self.spawn(s, job);
@@ -342,11 +358,11 @@ impl Writer {
                     tracing::error!(error = %message, ?pause, "Okta rejects the writer's credentials; consuming paused, nothing dead-lettered");
                 }
                 self.metrics.credentials_paused.set(1);
-                s.queue.requeue(job);
+                s.queue.requeue(job, Instant::now());
             }
             JobEnd::Retry(message) => {
                 tracing::warn!(error = %message, "writing a dead letter failed; will retry the customer");
-                s.queue.requeue(job);
+                s.queue.requeue(job, Instant::now());
                 s.dispatch_at
                     .get_or_insert(Instant::now() + Duration::from_secs(1));
             }
