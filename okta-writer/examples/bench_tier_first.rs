@@ -99,7 +99,12 @@ async fn run(tier_changes_first: bool) -> (Vec<f64>, Vec<f64>, f64) {
         store
             .users
             .values()
-            .map(|u| (u.id.clone(), u.profile["login"].as_str().unwrap().to_owned()))
+            .map(|u| {
+                (
+                    u.id.clone(),
+                    u.profile["login"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect()
     };
     let tier_logins: Vec<String> = (SPEND..SPEND + TIERS).map(email).collect();
@@ -137,7 +142,11 @@ async fn run(tier_changes_first: bool) -> (Vec<f64>, Vec<f64>, f64) {
         .filter_map(|l| latency(&l, "spend"))
         .collect();
     assert_eq!(tier.len() as u64, TIERS, "every tier change was seen");
-    assert_eq!(spend.len() as u64, SPEND, "every spend-only update was seen");
+    assert_eq!(
+        spend.len() as u64,
+        SPEND,
+        "every spend-only update was seen"
+    );
     tier.sort_by(|a, b| a.partial_cmp(b).unwrap());
     spend.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (tier, spend, drained.as_secs_f64())

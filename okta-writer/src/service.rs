@@ -235,6 +235,8 @@ impl Writer {
             }
         }
         self.stop(s).await;
+        service_runtime::kafka::close_within(self.consumer, service_runtime::kafka::CLOSE_TIMEOUT)
+            .await;
         Ok(())
     }
 

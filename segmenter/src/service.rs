@@ -457,6 +457,8 @@ impl Segmenter {
             Err(e) => return Err(anyhow::Error::new(e).context("final offset commit")),
         }
         self.consumer.unsubscribe();
+        service_runtime::kafka::close_within(self.consumer, service_runtime::kafka::CLOSE_TIMEOUT)
+            .await;
         Ok(())
     }
 

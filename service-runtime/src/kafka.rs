@@ -95,6 +95,35 @@ pub fn client_config(
     Ok(config)
 }
 
+/// How long a stopping service waits for its consumer to leave the group.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Drop `consumer` (closing it: revoke, leave the group) on a thread of its own, waiting at
+/// most `within`. librdkafka's close can wait for good (librdkafka#4362: a partition paused
+/// and resumed keeps a reference that stops its broker thread from ending; rust-rdkafka#509,
+/// seen here as a test that never stopped), and a service must still stop. Its offsets are
+/// committed before this, so all a hung close costs is the prompt LeaveGroup: the coordinator
+/// drops the member after its session timeout, and the thread ends with the process.
+pub async fn close_within<T: Send + 'static>(consumer: T, within: Duration) {
+    let (closed, done) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("kafka-close".into())
+        .spawn(move || {
+            drop(consumer);
+            let _ = closed.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no thread to close the Kafka consumer on; leaving it to the session timeout");
+        return;
+    }
+    if tokio::time::timeout(within, done).await.is_err() {
+        tracing::warn!(
+            waited = ?within,
+            "the Kafka consumer did not close in time (librdkafka); stopping anyway, its group drops it after the session timeout"
+        );
+    }
+}
+
 /// `headers` with each `(name, value)` appended, the pairs without a value left out: how every
 /// record's headers are built (tierflow's header values are all text).
 pub fn with_headers(headers: OwnedHeaders, pairs: &[(&str, Option<&str>)]) -> OwnedHeaders {
