@@ -174,6 +174,7 @@ async fn attacker(kind: u8, addr: String, stop: Arc<AtomicBool>, closed: Arc<Ato
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_deliveries_get_200_while_thousands_of_slow_clients_attack() {
+    let _heavy = testkit::heavy().await;
     let ingest = start(&[("TIERFLOW_INGEST__SHUTDOWN_GRACE", "2s")]);
     let pid = ingest.child.id();
     let client = reqwest::Client::builder()
