@@ -11,6 +11,9 @@ scripts/install-test-deps.sh
 scripts/kafka.py install >/dev/null
 # The e2e kill test runs the services' binaries as processes: build them from this tree first.
 cargo build --workspace --bins --locked
+# A failing test prints the warnings its in-process services logged (testkit::log; libtest
+# shows a test's output only when it fails).
+export TEST_LOG="${TEST_LOG:-warn}"
 cargo test --workspace --locked
 echo "the Kafka-facing suites again, on Apache Kafka" >&2
 # One invocation over the workspace (not `-p` per crate, which would resolve features

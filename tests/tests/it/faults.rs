@@ -90,6 +90,7 @@ async fn a_broker_outage_under_load_loses_nothing_that_was_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn okta_5xx_429_and_latency_delay_but_do_not_change_the_result() {
+    let _heavy = testkit::heavy().await;
     let broker = Broker::from_env(6);
     let bootstrap = broker.bootstrap_servers();
     let pipeline = start(

@@ -70,10 +70,14 @@ async fn leader_kill_hang_and_full_restart_under_load_leave_okta_exact() {
     );
 
     let sim = pipeline.sim.clone();
-    eventually(Duration::from_secs(180), || okta_mismatches(&sim, &want)).await;
-    if let Some(name) = pipeline.failed() {
-        panic!("{name} stopped during the faults");
-    }
+    eventually(Duration::from_secs(180), || {
+        // A service that stopped would otherwise show only as mismatches after 180 s.
+        if let Some(name) = pipeline.failed() {
+            panic!("{name} stopped during the faults");
+        }
+        okta_mismatches(&sim, &want)
+    })
+    .await;
     let stored: BTreeSet<String> = tokio::task::block_in_place(|| {
         testkit::topic::read_all(&bootstrap, &orders)
             .iter()

@@ -92,6 +92,7 @@ fn number(s: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signed_webhooks_end_as_exact_okta_state_and_the_status_page_shows_it() {
+    let _heavy = testkit::heavy().await;
     let broker = Broker::from_env(6);
     let bootstrap = broker.bootstrap_servers();
     let pipeline = start_pipeline(&bootstrap, |_| {}).await;

@@ -140,6 +140,7 @@ impl Drop for Prometheus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_dashboard_and_alert_query_returns_series_from_a_real_prometheus() {
+    let _heavy = testkit::heavy().await;
     let broker = Broker::from_env(6);
     let bootstrap = broker.bootstrap_servers();
     let pipeline = start_pipeline(&bootstrap, |_| {}).await;
