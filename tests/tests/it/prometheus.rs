@@ -238,7 +238,7 @@ async fn every_dashboard_and_alert_query_returns_series_from_a_real_prometheus()
         .unwrap()
         .iter()
         .collect();
-    assert_eq!(loaded.len(), 7, "all alert rules loaded");
+    assert_eq!(loaded.len(), 8, "all alert rules loaded");
     assert!(loaded.iter().all(|r| r["health"] == "ok"), "{loaded:?}");
 
     let mut failures = Vec::new();
