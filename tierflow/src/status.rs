@@ -88,6 +88,11 @@ pub struct Sample {
     pub dead_letters: f64,
     /// `group/topic/partition` → messages behind.
     pub lag: BTreeMap<String, f64>,
+    /// The Okta writer's own group lag (from the lag exporter in the writer's process).
+    pub writer_lag: f64,
+    /// Records the writer finished, every outcome (applied, skipped, coalesced,
+    /// dead-lettered).
+    pub writer_done: f64,
 }
 
 impl Sample {
@@ -109,6 +114,9 @@ pub struct TierChange {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StatusData {
     pub samples: VecDeque<Sample>,
+    /// Seconds until the Okta writer's backlog is gone at the pace of the last minute
+    /// ([`drain_forecast`]); `None` while it finished nothing with a backlog.
+    pub drain_forecast_seconds: Option<f64>,
     /// Tier group → members in Okta (the simulator).
     pub tiers: Vec<(String, usize)>,
     pub tier_changes: VecDeque<TierChange>,
@@ -122,6 +130,7 @@ const KEEP_CHANGES: usize = 20;
 /// Scrape every service once.
 pub async fn scrape(http: &reqwest::Client, endpoints: &Endpoints) -> Sample {
     let mut lines = Vec::new();
+    let mut writer_lines = Vec::new();
     for addr in [
         endpoints.ingest_admin,
         endpoints.segmenter_admin,
@@ -129,7 +138,11 @@ pub async fn scrape(http: &reqwest::Client, endpoints: &Endpoints) -> Sample {
     ] {
         if let Ok(r) = http.get(format!("http://{addr}/metrics")).send().await {
             if let Ok(text) = r.text().await {
-                lines.extend(parse_metrics(&text));
+                let parsed = parse_metrics(&text);
+                if addr == endpoints.writer_admin {
+                    writer_lines.clone_from(&parsed);
+                }
+                lines.extend(parsed);
             }
         }
     }
@@ -163,7 +176,27 @@ pub async fn scrape(http: &reqwest::Client, endpoints: &Endpoints) -> Sample {
         }),
         dead_letters: sum(&lines, "tierflow_okta_writer_dead_letters_total", |_| true),
         lag,
+        writer_lag: sum(&writer_lines, "kafka_consumergroup_lag", |_| true),
+        writer_done: sum(&writer_lines, "tierflow_okta_writer_updates_total", |_| {
+            true
+        }),
     }
+}
+
+/// How long the Okta writer needs for its backlog at the pace of the last `window` of
+/// samples: its lag divided by the records it finished per second (the same forecast as the
+/// `TierflowOktaDrainSlow` alert). `Some(0)` without a backlog; `None` when it has one and
+/// finished nothing (paused, or Okta unreachable: no pace to forecast from).
+pub fn drain_forecast(samples: &VecDeque<Sample>, window: Duration) -> Option<f64> {
+    let last = samples.back()?;
+    if last.writer_lag <= 0.0 {
+        return Some(0.0);
+    }
+    let since = last.at_ms - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    let first = samples.iter().find(|s| s.at_ms >= since)?;
+    let seconds = (last.at_ms - first.at_ms) as f64 / 1000.0;
+    let done = last.writer_done - first.writer_done;
+    (seconds > 0.0 && done > 0.0).then(|| last.writer_lag / (done / seconds))
 }
 
 /// Every second: scrape, record the tier distribution; until `stop`.
@@ -196,6 +229,7 @@ pub async fn collect(
         while d.samples.len() > KEEP_SAMPLES {
             d.samples.pop_front();
         }
+        d.drain_forecast_seconds = drain_forecast(&d.samples, Duration::from_secs(60));
         d.tiers = tiers;
     }
 }
@@ -304,6 +338,30 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_drain_forecast_is_the_backlog_over_the_last_minutes_pace() {
+        let sample = |at_s: i64, lag: f64, done: f64| Sample {
+            at_ms: at_s * 1000,
+            writer_lag: lag,
+            writer_done: done,
+            ..Sample::default()
+        };
+        let minute = Duration::from_secs(60);
+        // 5 records a second for the last minute (older samples do not count), 3,000 behind.
+        let s: VecDeque<Sample> = [
+            sample(0, 9000.0, 0.0),
+            sample(40, 5000.0, 100.0),
+            sample(100, 3000.0, 400.0),
+        ]
+        .into();
+        assert_eq!(drain_forecast(&s, minute), Some(600.0));
+        let idle: VecDeque<Sample> = [sample(0, 0.0, 10.0), sample(1, 0.0, 10.0)].into();
+        assert_eq!(drain_forecast(&idle, minute), Some(0.0));
+        let stalled: VecDeque<Sample> = [sample(0, 50.0, 10.0), sample(30, 50.0, 10.0)].into();
+        assert_eq!(drain_forecast(&stalled, minute), None);
+        assert_eq!(drain_forecast(&VecDeque::new(), minute), None);
+    }
 
     #[test]
     fn parses_the_exposition_format() {

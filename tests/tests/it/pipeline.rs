@@ -146,6 +146,12 @@ async fn signed_webhooks_end_as_exact_okta_state_and_the_status_page_shows_it() 
     assert_eq!(number(&text_of(&dom, "updates")), last.segment_updates);
     assert_eq!(number(&text_of(&dom, "applied")), last.okta_applied);
     assert_eq!(number(&text_of(&dom, "dead-letters")), 0.0);
+    // Settled: the writer's lag is (about) gone, so the forecast is a figure, not a placeholder.
+    let drain = text_of(&dom, "drain");
+    assert!(
+        drain == "none" || drain.ends_with(" s") || drain.ends_with(" min"),
+        "drain forecast shown as {drain:?}"
+    );
     // The tier table shows the simulator's group sizes, which match the reference.
     for group in [
         "Shopify Potential",
