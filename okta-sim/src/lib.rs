@@ -212,6 +212,16 @@ impl Shared {
         names
     }
 
+    /// Every user's login by user id: to read the request log (whose paths carry ids) per
+    /// customer.
+    pub fn logins_by_id(&self) -> std::collections::HashMap<String, String> {
+        Self::lock(&self.store)
+            .users
+            .values()
+            .filter_map(|u| Some((u.id.clone(), u.profile.get("login")?.as_str()?.to_owned())))
+            .collect()
+    }
+
     pub fn requests(&self) -> Vec<LogEntry> {
         Self::lock(&self.log).iter().cloned().collect()
     }

@@ -14,11 +14,10 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use okta_sim::{Bucket, SimConfig};
-use schemas::SegmentUpdate;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -26,10 +25,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const LIMIT: u32 = 60;
 const SPEND: u64 = 300;
 const TIERS: u64 = 30;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -41,15 +36,6 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-async fn wait_all(sim: &okta_sim::SimHandle, finals: &[SegmentUpdate]) -> Duration {
-    let started = Instant::now();
-    wait_for("all updates applied", Duration::from_secs(600), || {
-        finals.iter().all(|u| okta_matches(sim, u))
-    })
-    .await;
-    started.elapsed()
 }
 
 /// One measured run: (tier-change latencies, spend-only latencies, drain time), in ms.
@@ -94,19 +80,7 @@ async fn run(tier_changes_first: bool) -> (Vec<f64>, Vec<f64>, f64) {
     let drained = wait_all(&sim, &burst).await;
     writer.stop().await;
 
-    let login_of: HashMap<String, String> = {
-        let store = sim.shared.store.lock().unwrap();
-        store
-            .users
-            .values()
-            .map(|u| {
-                (
-                    u.id.clone(),
-                    u.profile["login"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    };
+    let login_of: HashMap<String, String> = sim.shared.logins_by_id();
     let tier_logins: Vec<String> = (SPEND..SPEND + TIERS).map(email).collect();
     let mut first_seen: HashMap<(String, &str), u64> = HashMap::new();
     for r in sim.shared.requests() {

@@ -44,15 +44,6 @@ fn unthrottled() -> SimConfig {
     }
 }
 
-async fn wait_all(sim: &okta_sim::SimHandle, finals: &[SegmentUpdate]) -> Duration {
-    let started = Instant::now();
-    wait_for("all updates applied", Duration::from_secs(600), || {
-        finals.iter().all(|u| okta_matches(sim, u))
-    })
-    .await;
-    started.elapsed()
-}
-
 /// Calls made since the last clear, per applied update.
 fn calls_per(sim: &okta_sim::SimHandle, updates: usize) -> f64 {
     let n = sim.shared.requests().len();
@@ -107,10 +98,6 @@ async fn template_calls(
         }
     }
     calls
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 #[tokio::main]
@@ -219,19 +206,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     lat_sim.shared.clear_requests();
     let mut produced_at: HashMap<String, u128> = HashMap::new();
-    let ids: HashMap<String, String> = {
-        let store = lat_sim.shared.store.lock().unwrap();
-        store
-            .users
-            .values()
-            .map(|u| {
-                (
-                    u.id.clone(),
-                    u.profile["login"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    };
+    let ids: HashMap<String, String> = lat_sim.shared.logins_by_id();
     // The floor: a plain consumer (own group, same fetch settings) on the same records.
     let floor = {
         use rdkafka::consumer::{Consumer, StreamConsumer};

@@ -215,19 +215,7 @@ async fn run(rate: f64, seconds: u64) -> Run {
     )
     .await;
     let drain_started = Instant::now();
-    let ids: HashMap<String, String> = {
-        let store = pipeline.sim.store.lock().unwrap();
-        store
-            .users
-            .values()
-            .map(|u| {
-                (
-                    u.id.clone(),
-                    u.profile["login"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    };
+    let ids: HashMap<String, String> = pipeline.sim.logins_by_id();
     let accepted = accepted.lock().unwrap().clone();
     let mut applied: HashMap<String, u64> = HashMap::new();
     while applied.len() < accepted.len() && drain_started.elapsed() < Duration::from_secs(300) {

@@ -228,3 +228,18 @@ pub async fn wait_dead_letters(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The `p` quantile (0..=1) of sorted values, nearest rank (benchmarks).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Wait until Okta holds every one of `finals` exactly; how long it took (benchmarks).
+pub async fn wait_all(sim: &SimHandle, finals: &[SegmentUpdate]) -> Duration {
+    let started = Instant::now();
+    wait_for("all updates applied", Duration::from_secs(600), || {
+        finals.iter().all(|u| okta_matches(sim, u))
+    })
+    .await;
+    started.elapsed()
+}
