@@ -336,6 +336,15 @@ impl Writer {
                     }
                 }
                 self.metrics.customers_in_flight.set(s.tasks.len() as i64);
+                // The customer may have records waiting that were passed over while it was
+                // busy: when the partition comes back to this instance, they are received
+                // again and queued behind the aborted application, and a dispatch that ran
+                // meanwhile skipped them. Without this they waited for the next record to
+                // arrive, which after a burst never comes (found by the kill and three-node
+                // tests on Apache Kafka: customers left at an older state).
+                if s.queue.has_waiting() {
+                    s.dispatch_at.get_or_insert(Instant::now());
+                }
                 return Ok(());
             }
             Err(e) => return Err(anyhow::Error::new(e).context("an Okta writer task panicked")),
