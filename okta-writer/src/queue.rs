@@ -23,6 +23,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use rdkafka::message::OwnedHeaders;
+use schemas::UpdateKind;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -62,12 +63,12 @@ pub fn is_urgent(payload: Option<&[u8]>) -> bool {
     /// The fields that decide, read without the rest of the update.
     #[derive(Deserialize)]
     struct Urgency {
-        kind: String,
+        kind: UpdateKind,
         tier_changed: bool,
         previous_tier: Option<IgnoredAny>,
     }
     match payload.map(serde_json::from_slice::<Urgency>) {
-        Some(Ok(u)) => u.kind != "segment" || u.tier_changed || u.previous_tier.is_none(),
+        Some(Ok(u)) => u.kind != UpdateKind::Segment || u.tier_changed || u.previous_tier.is_none(),
         _ => true,
     }
 }
@@ -214,20 +215,23 @@ impl CustomerQueue {
                     self.promote(&customer, false);
                 }
             }
-            None => {
-                let ticket = self.enter(&customer, lane, false);
-                self.counts[slot(lane)] += 1;
-                self.waiting.insert(
-                    customer,
-                    Waiting {
-                        recs: vec![rec],
-                        lane,
-                        since: now,
-                        ticket,
-                    },
-                );
-            }
+            None => self.open(customer, vec![rec], lane, now, false),
         }
+    }
+
+    /// Start `customer`'s wait with `recs` in `lane` (at its front if `front`).
+    fn open(&mut self, customer: Vec<u8>, recs: Vec<Rec>, lane: Lane, now: Instant, front: bool) {
+        let ticket = self.enter(&customer, lane, front);
+        self.counts[slot(lane)] += 1;
+        self.waiting.insert(
+            customer,
+            Waiting {
+                recs,
+                lane,
+                since: now,
+                ticket,
+            },
+        );
     }
 
     /// Move a waiting spend-only customer to the urgent lane.
@@ -345,19 +349,7 @@ impl CustomerQueue {
                     self.promote(&job.customer, true);
                 }
             }
-            None => {
-                let ticket = self.enter(&job.customer, lane, true);
-                self.counts[slot(lane)] += 1;
-                self.waiting.insert(
-                    job.customer,
-                    Waiting {
-                        recs: job.recs,
-                        lane,
-                        since: now,
-                        ticket,
-                    },
-                );
-            }
+            None => self.open(job.customer, job.recs, lane, now, true),
         }
     }
 

@@ -130,7 +130,7 @@ const KEEP_CHANGES: usize = 20;
 /// Scrape every service once.
 pub async fn scrape(http: &reqwest::Client, endpoints: &Endpoints) -> Sample {
     let mut lines = Vec::new();
-    let mut writer_lines = Vec::new();
+    let (mut writer_lag, mut writer_done) = (0.0, 0.0);
     for addr in [
         endpoints.ingest_admin,
         endpoints.segmenter_admin,
@@ -140,7 +140,8 @@ pub async fn scrape(http: &reqwest::Client, endpoints: &Endpoints) -> Sample {
             if let Ok(text) = r.text().await {
                 let parsed = parse_metrics(&text);
                 if addr == endpoints.writer_admin {
-                    writer_lines.clone_from(&parsed);
+                    writer_lag = sum(&parsed, "kafka_consumergroup_lag", |_| true);
+                    writer_done = sum(&parsed, "tierflow_okta_writer_updates_total", |_| true);
                 }
                 lines.extend(parsed);
             }
@@ -176,10 +177,8 @@ pub async fn scrape(http: &reqwest::Client, endpoints: &Endpoints) -> Sample {
         }),
         dead_letters: sum(&lines, "tierflow_okta_writer_dead_letters_total", |_| true),
         lag,
-        writer_lag: sum(&writer_lines, "kafka_consumergroup_lag", |_| true),
-        writer_done: sum(&writer_lines, "tierflow_okta_writer_updates_total", |_| {
-            true
-        }),
+        writer_lag,
+        writer_done,
     }
 }
 

@@ -216,26 +216,35 @@ impl OktaClient {
 
     /// `assignUserToGroup`.
     pub async fn add_to_group(&self, group_id: &str, user_id: &str) -> Result<(), Failure> {
-        let path = format!(
-            "/api/v1/groups/{}/users/{}",
-            segment(group_id),
-            segment(user_id)
-        );
-        self.send(Operation::AddToGroup, Method::PUT, &path, None)
+        self.membership(Operation::AddToGroup, Method::PUT, group_id, user_id)
             .await
-            .map(drop)
     }
 
     /// `unassignUserFromGroup`. Okta answers 404 when the user is not a member.
     pub async fn remove_from_group(&self, group_id: &str, user_id: &str) -> Result<(), Failure> {
+        self.membership(
+            Operation::RemoveFromGroup,
+            Method::DELETE,
+            group_id,
+            user_id,
+        )
+        .await
+    }
+
+    /// `PUT` or `DELETE /api/v1/groups/{gid}/users/{uid}` (204, no body).
+    async fn membership(
+        &self,
+        op: Operation,
+        method: Method,
+        group_id: &str,
+        user_id: &str,
+    ) -> Result<(), Failure> {
         let path = format!(
             "/api/v1/groups/{}/users/{}",
             segment(group_id),
             segment(user_id)
         );
-        self.send(Operation::RemoveFromGroup, Method::DELETE, &path, None)
-            .await
-            .map(drop)
+        self.send(op, method, &path, None).await.map(drop)
     }
 
     /// `listGroups` searching by exact name (Okta's search also matches other groups only if
