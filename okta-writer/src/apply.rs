@@ -8,9 +8,11 @@
 //!
 //! The Okta calls are the typed operations of [`crate::client::api`].
 //!
-//! What the writer last applied to a customer is trusted while cached. When it cannot trust it
-//! (the customer's first update since start or cache expiry, a redriven dead letter, an update
-//! whose tier groups are not in the tier table) it reads the user's groups once and removes
+//! What the writer last applied to a customer is trusted while cached and while the customer's
+//! partition has stayed with this writer since ([`Trust::Epoch`]). When it cannot trust it
+//! (the customer's first update since start, cache expiry, or the partition coming back from
+//! another writer; a redriven dead letter; an update whose tier groups are not in the tier
+//! table) it reads the user's groups once and removes
 //! every tier group other than the target, so drift (a human moving people by hand, a failed
 //! earlier run) heals. `Everyone` and non-tier groups are never touched; a `DELETE` that finds
 //! no membership is done.
@@ -197,12 +199,42 @@ pub enum Outcome {
     Skipped(&'static str),
 }
 
+/// How far [`Applier::apply`] may trust what the writer last applied to the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Trust the cache (a caller that is the customer's only writer).
+    Cached,
+    /// Trust it only if it was applied in this assignment epoch of the customer's partition
+    /// (`GroupContext::epoch`, unique per assignment in a process). A partition that went to
+    /// another writer and came back may have been changed in Okta meanwhile: that writer, killed
+    /// between a profile write and its group calls, left the user in an older tier's group,
+    /// which a trusted cache then never corrected (found by the kill test).
+    Epoch(u64),
+    /// Read the user's groups (redrive).
+    Nothing,
+}
+
+/// `(profile patch, tier group id)` as applied to a user.
+type Applied = (Map<String, Value>, Option<String>);
+
 /// What the writer last applied to a customer, and their Okta id.
 #[derive(Debug, Clone)]
 struct Known {
     user_id: String,
-    /// `(profile patch, tier group id)` fully applied; `None` when unknown or a write failed.
-    applied: Option<(Map<String, Value>, Option<String>)>,
+    /// Fully applied; `None` when unknown or a write failed.
+    applied: Option<Applied>,
+    /// The assignment epoch `applied` was written in, under [`Trust::Epoch`].
+    epoch: Option<u64>,
+}
+
+impl Known {
+    fn trusted(&self, trust: Trust) -> bool {
+        match trust {
+            Trust::Cached => true,
+            Trust::Epoch(e) => self.epoch == Some(e),
+            Trust::Nothing => false,
+        }
+    }
 }
 
 enum Lookup {
@@ -483,29 +515,30 @@ impl Applier {
         Ok(())
     }
 
-    fn remember(
-        &self,
-        key: &str,
-        user_id: &str,
-        applied: Option<(Map<String, Value>, Option<String>)>,
-    ) {
+    fn remember(&self, key: &str, user_id: &str, applied: Option<(Applied, Trust)>) {
+        let (applied, epoch) = match applied {
+            Some((a, Trust::Epoch(e))) => (Some(a), Some(e)),
+            Some((a, _)) => (Some(a), None),
+            None => (None, None),
+        };
         self.cache.insert(
             key.to_owned(),
             Known {
                 user_id: user_id.to_owned(),
                 applied,
+                epoch,
             },
         );
     }
 
     /// Apply `u` (the newest of a customer's queued updates). `previous_groups` are the Okta
-    /// groups the coalesced updates said the customer was in before; `trusted = false` forces
-    /// reading the user's groups (redrive).
+    /// groups the coalesced updates said the customer was in before; `trust` says whether what
+    /// the cache says was applied may stand in for reading the user's groups.
     pub async fn apply(
         &self,
         u: &SegmentUpdate,
         previous_groups: &[String],
-        trusted: bool,
+        trust: Trust,
     ) -> Result<Outcome, ApplyError> {
         let key = format!("{}/{}", u.shop, u.customer_id);
         let target = self.target_group(u)?;
@@ -526,9 +559,10 @@ impl Applier {
             .all(|g| self.groups.id_of(g).is_some());
         let applied = known
             .as_ref()
+            .filter(|k| k.trusted(trust))
             .and_then(|k| k.applied.clone())
             // A redaction always reads the groups: it must leave no tier membership behind.
-            .filter(|_| trusted && mappable && u.kind == UpdateKind::Segment);
+            .filter(|_| mappable && u.kind == UpdateKind::Segment);
         // Invalidate first: if anything below fails, the next attempt starts untrusted.
         self.remember(&key, &user_id, None);
 
@@ -539,7 +573,7 @@ impl Applier {
         }
         self.sync_groups(&user_id, target.as_ref(), applied_group)
             .await?;
-        self.remember(&key, &user_id, Some((patch, target)));
+        self.remember(&key, &user_id, Some(((patch, target), trust)));
         Ok(Outcome::Applied)
     }
 }

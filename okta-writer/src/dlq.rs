@@ -26,7 +26,7 @@ use schemas::headers::dlq;
 use schemas::SegmentUpdate;
 use service_runtime::kafka::with_headers;
 
-use crate::apply::{Applier, ApplyError, Outcome};
+use crate::apply::{Applier, ApplyError, Outcome, Trust};
 use crate::client::Failure;
 use crate::config::Settings;
 use crate::failure::DeadLetterReason;
@@ -559,7 +559,7 @@ pub async fn redrive(
                         .iter()
                         .map(|t| t.okta_group.clone())
                         .collect();
-                    match applier.apply(&u, &previous, false).await {
+                    match applier.apply(&u, &previous, Trust::Nothing).await {
                         Ok(Outcome::Applied) => ("applied".to_owned(), String::new()),
                         Ok(Outcome::Skipped(why)) => ("skipped".to_owned(), why.to_owned()),
                         Err(err @ ApplyError::Credentials(_)) => {

@@ -12,7 +12,7 @@ use rdkafka::producer::FutureProducer;
 use schemas::SegmentUpdate;
 use tracing::Instrument;
 
-use crate::apply::{Applier, ApplyError, Outcome};
+use crate::apply::{Applier, ApplyError, Outcome, Trust};
 use crate::dlq::{self, FailureContext};
 use crate::failure::DeadLetterReason;
 use crate::metrics::Metrics;
@@ -179,7 +179,7 @@ async fn apply_job(shared: &JobContext, job: &Job) -> JobEnd {
     );
     match shared
         .applier
-        .apply(newest, &previous, true)
+        .apply(newest, &previous, Trust::Epoch(rec.epoch))
         .instrument(span)
         .await
     {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use crate::common::*;
 use okta_sim::SimConfig;
+use okta_writer::apply::Trust;
 use okta_writer::config::{MissingUser, UserLookup};
 use serde_json::{json, Value};
 
@@ -131,32 +132,32 @@ async fn writer_requests_and_simulator_responses_follow_the_official_spec() {
     let mut s = settings(&bootstrap, &sim.base_url(), "w-contract");
     let applier = okta_writer::applier(&s, metrics.clone()).await.unwrap(); // listGroups search
     applier
-        .apply(&update(0, 20_000, 3, Some("Potential")), &[], true)
+        .apply(&update(0, 20_000, 3, Some("Potential")), &[], Trust::Cached)
         .await
         .unwrap(); // getUser, updateUser, listUserGroups, PUT, DELETE
     applier
-        .apply(&update(0, 60_000, 4, Some("Active")), &[], true)
+        .apply(&update(0, 60_000, 4, Some("Active")), &[], Trust::Cached)
         .await
         .unwrap(); // cached path
     assert!(applier
-        .apply(&update(9, 100, 1, None), &[], true)
+        .apply(&update(9, 100, 1, None), &[], Trust::Cached)
         .await
         .is_err()); // getUser 404
     s.okta.user_lookup = UserLookup::Email;
     s.okta.missing_user = MissingUser::Create;
     let by_email = okta_writer::applier(&s, metrics.clone()).await.unwrap();
     by_email
-        .apply(&update(1, 700, 1, None), &[], true)
+        .apply(&update(1, 700, 1, None), &[], Trust::Cached)
         .await
         .unwrap(); // listUsers search
     by_email
-        .apply(&update(5, 700, 1, None), &[], true)
+        .apply(&update(5, 700, 1, None), &[], Trust::Cached)
         .await
         .unwrap(); // createUser
     sim.shared
         .declare_attribute("shopify_orders_count", okta_sim::AttrType::String);
     assert!(by_email
-        .apply(&update(1, 900, 2, None), &[], false)
+        .apply(&update(1, 900, 2, None), &[], Trust::Nothing)
         .await
         .is_err()); // updateUser 400
     okta_writer::groups_table(&s).await.unwrap(); // listGroupUsers

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use okta_sim::{OAuthClient, SimConfig};
-use okta_writer::apply::ApplyError;
+use okta_writer::apply::{ApplyError, Trust};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -58,14 +58,14 @@ async fn a_service_app_gets_a_token_once_and_refreshes_it_before_expiry() {
         .unwrap();
     for c in 0..3 {
         let u = update(c, 30_000, 2, Some("Potential"));
-        applier.apply(&u, &[], true).await.unwrap();
+        applier.apply(&u, &[], Trust::Cached).await.unwrap();
         assert!(okta_matches(&sim, &u));
     }
     assert_eq!(token_requests(&sim), 1, "one token serves many calls");
     // Past 50% of a 2 s lifetime the token is refreshed before use, never sent expired.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     applier
-        .apply(&update(0, 40_000, 3, Some("Active")), &[], true)
+        .apply(&update(0, 40_000, 3, Some("Active")), &[], Trust::Cached)
         .await
         .unwrap();
     assert_eq!(token_requests(&sim), 2);
@@ -100,6 +100,8 @@ async fn an_assertion_signed_with_an_unknown_key_is_a_credentials_failure() {
         &s.okta,
         okta_writer::metrics::Metrics::unregistered(),
     );
-    let e = applier.apply(&update(0, 100, 1, None), &[], true).await;
+    let e = applier
+        .apply(&update(0, 100, 1, None), &[], Trust::Cached)
+        .await;
     assert!(matches!(e, Err(ApplyError::Credentials(_))), "{e:?}");
 }
