@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, TopicPartitionList};
@@ -401,15 +401,7 @@ impl Writer {
                 }
             }
         }
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => {}
-            Err(rdkafka::error::KafkaError::ConsumerCommit(
-                rdkafka::types::RDKafkaErrorCode::NoOffset,
-            )) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "final commit failed; uncommitted updates are re-applied on restart (harmless)")
-            }
-        }
+        service_runtime::kafka::commit_stored(&self.consumer, "at shutdown");
     }
 
     fn set_paused(&self, pause: bool) {

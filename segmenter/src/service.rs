@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -440,22 +440,7 @@ impl Segmenter {
             }
         }
         tracing::info!("shutting down: committing stored offsets");
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => {}
-            // Nothing stored since the last commit.
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            // The group is mid-rebalance (another member joined or left as we stop): the
-            // coordinator takes no commits now. What was stored but not committed is redone by
-            // the next owner, which the changelog makes a no-op; not worth failing the stop.
-            Err(KafkaError::ConsumerCommit(
-                code @ (RDKafkaErrorCode::RebalanceInProgress
-                | RDKafkaErrorCode::IllegalGeneration
-                | RDKafkaErrorCode::UnknownMemberId),
-            )) => {
-                tracing::warn!(error = %code, "final offset commit refused during a rebalance; the next owner redoes the last records (harmless)");
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context("final offset commit")),
-        }
+        service_runtime::kafka::commit_stored(self.consumer.as_ref(), "at shutdown");
         self.consumer.unsubscribe();
         service_runtime::kafka::close_within(self.consumer, service_runtime::kafka::CLOSE_TIMEOUT)
             .await;

@@ -95,6 +95,29 @@ pub fn client_config(
     Ok(config)
 }
 
+/// Commit the offsets `consumer` has stored, synchronously (on revoke and at shutdown).
+///
+/// A failure is logged, never returned: both consumers store an offset only after its
+/// record's effect is acknowledged and applying a record twice changes nothing (the
+/// segmenter's changelog and version rule, the writer's absolute state), so what was stored
+/// but not committed costs the next owner a redo, not a result. A stop must not fail on it
+/// either: right after a cluster restart the coordinator may be moving or loading
+/// (`NotCoordinator`, `CoordinatorLoadInProgress`, a request timeout), and mid-rebalance it
+/// refuses commits (`RebalanceInProgress`, `IllegalGeneration`, `UnknownMemberId`).
+/// `NoOffset` (nothing stored since the last commit, e.g. an idle member) is not logged.
+pub fn commit_stored<C: ConsumerContext>(consumer: &impl Consumer<C>, when: &str) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(())
+        | Err(rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::NoOffset,
+        )) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            "offset commit {when} failed; the next owner redoes the records after the last commit (harmless: they are idempotent)"
+        ),
+    }
+}
+
 /// How long a stopping service waits for its consumer to leave the group.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -368,17 +391,7 @@ impl ConsumerContext for GroupContext {
                     hook(&partitions);
                 }
             }
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => {}
-                // Nothing stored since the last commit (e.g. an idle member stopping): there
-                // is nothing to lose, and nothing for an operator to look at.
-                Err(rdkafka::error::KafkaError::ConsumerCommit(
-                    rdkafka::types::RDKafkaErrorCode::NoOffset,
-                )) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "commit on revoke failed; the next owner may redo some records (harmless)")
-                }
-            }
+            commit_stored(consumer, "on revoke");
             tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
         }
     }
