@@ -242,7 +242,7 @@ impl Settings {
             ));
         }
         for shop in self.shopify.shops.keys() {
-            if !is_shop_domain(shop) {
+            if !schemas::is_shop_domain(shop) {
                 return Err(ConfigError::invalid(
                     format!("shopify.shops.\"{shop}\""),
                     "is not a shop domain (lower-case letters, digits, `.` and `-`, e.g. `name.myshopify.com`)",
@@ -320,14 +320,6 @@ fn gather(
         );
     }
     Ok(out)
-}
-
-/// A plausible shop domain: what `X-Shopify-Shop-Domain` must look like to be keyed on.
-pub fn is_shop_domain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 255
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
 }
 
 #[cfg(test)]

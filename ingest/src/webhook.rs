@@ -36,10 +36,10 @@ use schemas::{headers as h, ShopifyTopic};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tracing::Instrument;
 
-use crate::config::is_shop_domain;
 use crate::metrics::Metrics;
 use crate::publisher::{PublishError, Publisher};
 use crate::signature::{SignatureError, Verifier};
+use schemas::is_shop_domain;
 
 /// Bytes a record's key, headers and framing can add to its body (headers are bounded by
 /// `max_header_bytes`, 16 KiB by default).

@@ -6,7 +6,9 @@
 //! 3. Put the user in the new tier's group *before* taking them out of the old one, so a failure
 //!    in between leaves them in two tiers for a moment, never in none.
 //!
-//! The Okta calls are the typed operations of [`crate::client::api`].
+//! The Okta calls are the typed operations of [`crate::client::api`]. Which attributes and
+//! tier groups are the update's is its shop's ([`crate::stores`]): a store never touches
+//! another store's.
 //!
 //! What the writer last applied to a customer is trusted while cached and while the customer's
 //! partition has stayed with this writer since ([`Trust::Epoch`]). When it cannot trust it
@@ -20,7 +22,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use schemas::TierTable;
 use schemas::{SegmentUpdate, UpdateKind};
 use serde_json::{json, Map, Value};
 
@@ -30,19 +31,24 @@ use crate::config::{MissingUser, OktaConfig, UserLookup};
 use crate::failure::DeadLetterReason;
 use crate::metrics::Metrics;
 use crate::profile::ProfileAttributes;
+use crate::stores::StoreNames;
 
-/// A tier's Okta group, resolved.
+/// A tier's Okta group in one store, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TierGroup {
     pub tier: String,
+    /// The tier's `okta_group` as updates name it.
+    pub in_updates: String,
+    /// The store's Okta group name (with its `group_suffix`).
     pub name: String,
     pub id: String,
 }
 
-/// Every tier's group, resolved by name at startup.
+/// One store's tier groups, resolved by name at startup.
 #[derive(Debug, Clone, Default)]
 pub struct GroupTable {
     pub groups: Vec<TierGroup>,
+    /// `in_updates` → id.
     by_name: HashMap<String, String>,
 }
 
@@ -50,13 +56,14 @@ impl GroupTable {
     pub fn new(groups: Vec<TierGroup>) -> GroupTable {
         let by_name = groups
             .iter()
-            .map(|g| (g.name.clone(), g.id.clone()))
+            .map(|g| (g.in_updates.clone(), g.id.clone()))
             .collect();
         GroupTable { groups, by_name }
     }
 
-    pub fn id_of(&self, name: &str) -> Option<&str> {
-        self.by_name.get(name).map(String::as_str)
+    /// The id of this store's group for the tier group an update names.
+    pub fn id_of(&self, in_updates: &str) -> Option<&str> {
+        self.by_name.get(in_updates).map(String::as_str)
     }
 
     fn is_tier_group(&self, id: &str) -> bool {
@@ -67,7 +74,7 @@ impl GroupTable {
 /// Why tier groups cannot be used; startup fails with this.
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
-    #[error("Okta group `{0}` (tier `{1}`) does not exist; create it as an Okta group, or fix [[tiers]] okta_group")]
+    #[error("Okta group `{0}` (tier `{1}`) does not exist; create it as an Okta group, or fix [[tiers]] okta_group (or the store's group_suffix)")]
     Missing(String, String),
     #[error("{2} Okta groups are named `{0}` (tier `{1}`); rename all but one")]
     Duplicate(String, String, usize),
@@ -79,49 +86,57 @@ pub enum GroupError {
     Okta(String, Failure),
 }
 
-/// Resolve every tier's `okta_group` name to an id, failing on the first that is missing,
+/// A declared store, ready to apply with: its attributes, its resolved tier groups, and how
+/// its customers are found.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub shop: String,
+    pub attributes: ProfileAttributes,
+    pub groups: GroupTable,
+    pub lookup: UserLookup,
+}
+
+/// Resolve every store's tier group names to ids, failing on the first that is missing,
 /// duplicated, or not an `OKTA_GROUP`.
 pub async fn resolve_groups(
     client: &OktaClient,
-    tiers: &TierTable,
-) -> Result<GroupTable, GroupError> {
+    stores: Vec<StoreNames>,
+) -> Result<Vec<Store>, GroupError> {
     let mut out = Vec::new();
-    for t in tiers.rows() {
-        let found = client
-            .groups_named(&t.okta_group)
-            .await
-            .map_err(|f| GroupError::Okta(t.okta_group.clone(), f))?;
-        let matching: Vec<Group> = found
-            .into_iter()
-            .filter(|g| g.name.as_deref() == Some(t.okta_group.as_str()))
-            .collect();
-        let g = match <[Group; 1]>::try_from(matching) {
-            Ok([g]) => g,
-            Err(v) if v.is_empty() => {
-                return Err(GroupError::Missing(t.okta_group.clone(), t.name.clone()))
+    for store in stores {
+        let mut groups = Vec::new();
+        for t in store.groups {
+            let found = client
+                .groups_named(&t.name)
+                .await
+                .map_err(|f| GroupError::Okta(t.name.clone(), f))?;
+            let matching: Vec<Group> = found
+                .into_iter()
+                .filter(|g| g.name.as_deref() == Some(t.name.as_str()))
+                .collect();
+            let g = match <[Group; 1]>::try_from(matching) {
+                Ok([g]) => g,
+                Err(v) if v.is_empty() => return Err(GroupError::Missing(t.name, t.tier)),
+                Err(many) => return Err(GroupError::Duplicate(t.name, t.tier, many.len())),
+            };
+            if g.kind != "OKTA_GROUP" {
+                return Err(GroupError::WrongType(t.name, t.tier, g.kind));
             }
-            Err(many) => {
-                return Err(GroupError::Duplicate(
-                    t.okta_group.clone(),
-                    t.name.clone(),
-                    many.len(),
-                ))
-            }
-        };
-        if g.kind != "OKTA_GROUP" {
-            return Err(GroupError::WrongType(
-                t.okta_group.clone(),
-                t.name.clone(),
-                g.kind,
-            ));
+            groups.push(TierGroup {
+                tier: t.tier,
+                in_updates: t.in_updates,
+                name: t.name,
+                id: g.id,
+            });
         }
-        out.push(TierGroup {
-            tier: t.name.clone(),
-            name: t.okta_group.clone(),
-            id: g.id,
+        out.push(Store {
+            shop: store.shop,
+            attributes: store.attributes,
+            groups: GroupTable::new(groups),
+            lookup: store.lookup,
         });
     }
-    Ok(GroupTable::new(out))
+    Ok(out)
 }
 
 /// Why an update could not be applied.
@@ -253,10 +268,10 @@ enum Resolved {
 #[derive(Debug)]
 pub struct Applier {
     pub client: OktaClient,
-    pub groups: GroupTable,
-    lookup: UserLookup,
+    /// The declared stores, in config order.
+    pub stores: Vec<Store>,
+    by_shop: HashMap<String, usize>,
     missing_user: MissingUser,
-    attributes: ProfileAttributes,
     cache: moka::sync::Cache<String, Known>,
     metrics: Metrics,
 }
@@ -264,16 +279,19 @@ pub struct Applier {
 impl Applier {
     pub fn new(
         client: OktaClient,
-        groups: GroupTable,
+        stores: Vec<Store>,
         okta: &OktaConfig,
         metrics: Metrics,
     ) -> Applier {
         Applier {
             client,
-            groups,
-            lookup: okta.user_lookup.clone(),
+            by_shop: stores
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.shop.clone(), i))
+                .collect(),
+            stores,
             missing_user: okta.missing_user,
-            attributes: okta.profile_attributes.clone(),
             cache: moka::sync::Cache::builder()
                 .max_capacity(okta.user_cache_size)
                 .time_to_live(okta.user_cache_ttl.max(Duration::from_secs(1)))
@@ -303,7 +321,23 @@ impl Applier {
         }
     }
 
-    async fn find_user(&self, u: &SegmentUpdate) -> Result<Lookup, ApplyError> {
+    /// The store `u` belongs to; an undeclared shop's update is dead-lettered.
+    fn store_of(&self, u: &SegmentUpdate) -> Result<&Store, ApplyError> {
+        self.by_shop
+            .get(&u.shop)
+            .map(|&i| &self.stores[i])
+            .ok_or_else(|| {
+                permanent(
+                    DeadLetterReason::UnknownStore,
+                    format!(
+                        "shop `{}` is not declared in [okta.stores]; declare it (with its own attribute_suffix and group_suffix if another store is declared), restart, and redrive",
+                        u.shop
+                    ),
+                )
+            })
+    }
+
+    async fn find_user(&self, store: &Store, u: &SegmentUpdate) -> Result<Lookup, ApplyError> {
         let email = || {
             u.email.as_deref().ok_or_else(|| {
                 permanent(
@@ -312,7 +346,7 @@ impl Applier {
                 )
             })
         };
-        match &self.lookup {
+        match &store.lookup {
             UserLookup::Attribute(attr) => {
                 self.search_one(api::attribute_equals(attr, &u.customer_id.to_string()))
                     .await
@@ -363,7 +397,7 @@ impl Applier {
 
     /// The tier group `u` puts the customer in (`None` for a redaction), after checking the
     /// update is one the segmenter could have written.
-    fn target_group(&self, u: &SegmentUpdate) -> Result<Option<String>, ApplyError> {
+    fn target_group(&self, store: &Store, u: &SegmentUpdate) -> Result<Option<String>, ApplyError> {
         // The segmenter never emits these; a record that says so came from elsewhere and must
         // not reach a marketer's profile.
         if u.total_spent.is_sign_negative() && !u.total_spent.is_zero() {
@@ -373,7 +407,7 @@ impl Applier {
             ));
         }
         match (&u.kind, &u.tier) {
-            (UpdateKind::Segment, Some(t)) => match self.groups.id_of(&t.okta_group) {
+            (UpdateKind::Segment, Some(t)) => match store.groups.id_of(&t.okta_group) {
                 Some(id) => Ok(Some(id.to_owned())),
                 None => Err(permanent(
                     DeadLetterReason::UnknownGroup,
@@ -395,6 +429,7 @@ impl Applier {
     /// created.
     async fn resolve_user(
         &self,
+        store: &Store,
         u: &SegmentUpdate,
         known: Option<&Known>,
         patch: &Map<String, Value>,
@@ -405,12 +440,12 @@ impl Applier {
                 created: false,
             });
         }
-        let needs_email = matches!(self.lookup, UserLookup::Login | UserLookup::Email);
+        let needs_email = matches!(store.lookup, UserLookup::Login | UserLookup::Email);
         if u.kind == UpdateKind::Redact && needs_email && u.email.is_none() {
             // Nothing left to find the user by; the segmenter never knew their email.
             return Ok(Resolved::Skip("redact_user_not_found"));
         }
-        let lookup = match self.find_user(u).await? {
+        let lookup = match self.find_user(store, u).await? {
             Lookup::Found(id) => return Ok(Resolved::User { id, created: false }),
             Lookup::Missing(_) if u.kind == UpdateKind::Redact => {
                 return Ok(Resolved::Skip("redact_user_not_found"))
@@ -422,7 +457,7 @@ impl Applier {
                 reason: DeadLetterReason::MissingUser,
                 message: format!(
                     "no Okta user matches the customer (lookup: {:?})",
-                    self.lookup
+                    store.lookup
                 ),
                 failure: lookup,
             }),
@@ -438,6 +473,7 @@ impl Applier {
     /// user was deleted and re-created?) is looked up once more; `user_id` becomes the new one.
     async fn write_profile(
         &self,
+        store: &Store,
         key: &str,
         u: &SegmentUpdate,
         user_id: &mut String,
@@ -450,7 +486,7 @@ impl Applier {
             Err(f) => return Err(self.failed(f)),
         }
         self.cache.invalidate(key);
-        *user_id = match self.find_user(u).await? {
+        *user_id = match self.find_user(store, u).await? {
             Lookup::Found(id) => id,
             Lookup::Missing(lookup) => {
                 return Err(ApplyError::Permanent {
@@ -474,6 +510,7 @@ impl Applier {
     /// the customer in two tiers for a moment, never in none.
     async fn sync_groups(
         &self,
+        store: &Store,
         user_id: &str,
         target: Option<&String>,
         applied_group: Option<Option<String>>,
@@ -493,7 +530,7 @@ impl Applier {
                 let leave = groups
                     .into_iter()
                     .map(|g| g.id)
-                    .filter(|g| self.groups.is_tier_group(g) && Some(g) != target)
+                    .filter(|g| store.groups.is_tier_group(g) && Some(g) != target)
                     .collect();
                 (in_target, leave)
             }
@@ -541,22 +578,24 @@ impl Applier {
         trust: Trust,
     ) -> Result<Outcome, ApplyError> {
         let key = format!("{}/{}", u.shop, u.customer_id);
-        let target = self.target_group(u)?;
-        let patch = self.attributes.patch(u);
+        let store = self.store_of(u)?;
+        let target = self.target_group(store, u)?;
+        let patch = store.attributes.patch(u);
         let known = self.cache.get(&key);
         self.metrics
             .user_cache
             .with_label_values(&[if known.is_some() { "hit" } else { "miss" }])
             .inc();
-        let (mut user_id, created) = match self.resolve_user(u, known.as_ref(), &patch).await? {
-            Resolved::User { id, created } => (id, created),
-            Resolved::Skip(reason) => return Ok(Outcome::Skipped(reason)),
-        };
+        let (mut user_id, created) =
+            match self.resolve_user(store, u, known.as_ref(), &patch).await? {
+                Resolved::User { id, created } => (id, created),
+                Resolved::Skip(reason) => return Ok(Outcome::Skipped(reason)),
+            };
         // What was applied before counts only if this is not a redrive and every group the
         // update history names is one the writer knows.
         let mappable = previous_groups
             .iter()
-            .all(|g| self.groups.id_of(g).is_some());
+            .all(|g| store.groups.id_of(g).is_some());
         let applied = known
             .as_ref()
             .filter(|k| k.trusted(trust))
@@ -568,10 +607,10 @@ impl Applier {
 
         let (applied_patch, applied_group) = applied.unzip();
         if !created && applied_patch.as_ref() != Some(&patch) {
-            self.write_profile(&key, u, &mut user_id, known.is_some(), &patch)
+            self.write_profile(store, &key, u, &mut user_id, known.is_some(), &patch)
                 .await?;
         }
-        self.sync_groups(&user_id, target.as_ref(), applied_group)
+        self.sync_groups(store, &user_id, target.as_ref(), applied_group)
             .await?;
         self.remember(&key, &user_id, Some(((patch, target), trust)));
         Ok(Outcome::Applied)

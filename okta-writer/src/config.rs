@@ -14,6 +14,7 @@ use service_runtime::config::{
 };
 
 use crate::profile::ProfileAttributes;
+use crate::stores::{StoreConfig, StoreNames};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Settings {
@@ -104,6 +105,10 @@ pub struct OktaConfig {
     pub user_cache_size: u64,
     /// `[okta.profile_attributes]`: Okta profile attribute → the update's field it holds.
     pub profile_attributes: ProfileAttributes,
+    /// `[okta.stores."<shop>"]`: the shops this writer serves, each with the suffixes of its
+    /// own attributes and tier groups (see [`crate::stores`]). At least one is required.
+    #[serde(deserialize_with = "crate::stores::deserialize")]
+    pub stores: std::collections::BTreeMap<String, StoreConfig>,
     /// Replaced by `profile_attributes`; kept only to tell an operator how to migrate.
     #[serde(rename = "total_spent_attribute")]
     pub replaced_total_spent_attribute: Option<String>,
@@ -153,6 +158,7 @@ impl Default for OktaConfig {
             user_cache_ttl: Duration::from_secs(3600),
             user_cache_size: 1_000_000,
             profile_attributes: ProfileAttributes::default(),
+            stores: Default::default(),
             replaced_total_spent_attribute: None,
             replaced_orders_count_attribute: None,
             rate_limit_share: 0.5,
@@ -313,6 +319,7 @@ impl Settings {
         if let Some(problem) = o.profile_attributes.problem() {
             return Err(ConfigError::invalid("okta.profile_attributes", problem));
         }
+        self.stores()?;
         let w = &self.okta_writer;
         if w.group_id.trim().is_empty() {
             return Err(ConfigError::invalid(
@@ -343,6 +350,16 @@ impl Settings {
 
     pub fn tier_table(&self) -> Result<TierTable, ConfigError> {
         Ok(TierTable::new(self.tiers.clone())?)
+    }
+
+    /// Every declared store's attribute and group names, checked ([`crate::stores::resolve`]).
+    pub fn stores(&self) -> Result<Vec<StoreNames>, ConfigError> {
+        crate::stores::resolve(
+            &self.okta.stores,
+            &self.okta.profile_attributes,
+            &self.tier_table()?,
+            &self.okta.user_lookup,
+        )
     }
 
     /// The org URL without a trailing slash.
@@ -462,6 +479,7 @@ api_token = "t0ken"
 name = "Potential"
 min = "0"
 okta_group = "Shopify Potential"
+[okta.stores."a.myshopify.com"]
 "#;
 
     #[test]

@@ -20,6 +20,8 @@ pub enum DeadLetterReason {
     NotFound,
     /// The update names a tier group this writer's `[[tiers]]` does not have.
     UnknownGroup,
+    /// The update's shop is not declared in `[okta.stores]`.
+    UnknownStore,
     /// A transient failure (429, 5xx, transport) outlasted `retry_max_elapsed`.
     RetriesExhausted,
     /// Okta answered 2xx with a body the call cannot use.
@@ -29,13 +31,14 @@ pub enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 9] = [
+    pub const ALL: [DeadLetterReason; 10] = [
         DeadLetterReason::MissingUser,
         DeadLetterReason::AmbiguousUser,
         DeadLetterReason::NoEmail,
         DeadLetterReason::OktaRejected,
         DeadLetterReason::NotFound,
         DeadLetterReason::UnknownGroup,
+        DeadLetterReason::UnknownStore,
         DeadLetterReason::RetriesExhausted,
         DeadLetterReason::InvalidResponse,
         DeadLetterReason::InvalidRecord,
@@ -50,6 +53,7 @@ impl DeadLetterReason {
             DeadLetterReason::OktaRejected => "okta_rejected",
             DeadLetterReason::NotFound => "not_found",
             DeadLetterReason::UnknownGroup => "unknown_group",
+            DeadLetterReason::UnknownStore => "unknown_store",
             DeadLetterReason::RetriesExhausted => "retries_exhausted",
             DeadLetterReason::InvalidResponse => "invalid_response",
             DeadLetterReason::InvalidRecord => "invalid_record",
@@ -66,6 +70,7 @@ impl DeadLetterReason {
             DeadLetterReason::OktaRejected => "okta.okta_rejected",
             DeadLetterReason::NotFound => "okta.not_found",
             DeadLetterReason::UnknownGroup => "okta.unknown_group",
+            DeadLetterReason::UnknownStore => "tierflow.unknown_store",
             DeadLetterReason::RetriesExhausted => "okta.retries_exhausted",
             DeadLetterReason::InvalidResponse => "okta.invalid_response",
             DeadLetterReason::InvalidRecord => "tierflow.invalid_record",

@@ -6,6 +6,7 @@
 //! - [`client`]: the Okta API client (auth, errors, retries with `backoff`, paging); its
 //!   [`client::api`] is every Okta operation the writer uses, typed.
 //! - [`profile`]: the profile attributes written (`[okta.profile_attributes]`).
+//! - [`stores`]: the shops served (`[okta.stores]`), each owning its attributes and groups.
 //! - [`limiter`]: per-bucket pacing from `X-Rate-Limit-*` and adaptive concurrency.
 //! - [`apply`]: one customer's update as the fewest Okta calls; user and group resolution.
 //! - [`service`]: the consumer loop: receives, dispatches applications, stores offsets,
@@ -29,6 +30,7 @@ pub mod offsets;
 pub mod profile;
 pub mod queue;
 pub mod service;
+pub mod stores;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,13 +51,15 @@ pub async fn applier(
         &settings.okta,
         metrics.clone(),
     )?;
-    let groups = apply::resolve_groups(&client, &settings.tier_table()?)
+    let stores = apply::resolve_groups(&client, settings.stores()?)
         .await
         .context("resolving the tier groups in Okta")?;
-    for g in &groups.groups {
-        tracing::info!(%okta, tier = %g.tier, group = %g.name, id = %g.id, "tier group resolved");
+    for store in &stores {
+        for g in &store.groups.groups {
+            tracing::info!(%okta, shop = %store.shop, tier = %g.tier, group = %g.name, id = %g.id, "tier group resolved");
+        }
     }
-    Ok(apply::Applier::new(client, groups, &settings.okta, metrics))
+    Ok(apply::Applier::new(client, stores, &settings.okta, metrics))
 }
 
 /// The Okta writer, built (admin listener bound, tier groups resolved in Okta, Kafka connected)
@@ -104,28 +108,30 @@ impl Application {
     }
 }
 
-/// `okta-writer groups`: each tier's group, its id and member count, as a table.
+/// `okta-writer groups`: each store's tier groups, their ids and member counts, as a table.
 pub async fn groups_table(settings: &config::Settings) -> anyhow::Result<String> {
     use std::fmt::Write;
     let applier = applier(settings, metrics::Metrics::unregistered()).await?;
     let mut out = String::new();
     writeln!(
         out,
-        "{:<16} {:<32} {:<22} {:>10}",
-        "tier", "okta group", "id", "members"
+        "{:<28} {:<16} {:<32} {:<22} {:>10}",
+        "store", "tier", "okta group", "id", "members"
     )?;
-    for g in &applier.groups.groups {
-        let members = applier
-            .client
-            .group_members(&g.id)
-            .await
-            .with_context(|| format!("listing the members of `{}`", g.name))?
-            .len();
-        writeln!(
-            out,
-            "{:<16} {:<32} {:<22} {:>10}",
-            g.tier, g.name, g.id, members
-        )?;
+    for store in &applier.stores {
+        for g in &store.groups.groups {
+            let members = applier
+                .client
+                .group_members(&g.id)
+                .await
+                .with_context(|| format!("listing the members of `{}`", g.name))?
+                .len();
+            writeln!(
+                out,
+                "{:<28} {:<16} {:<32} {:<22} {:>10}",
+                store.shop, g.tier, g.name, g.id, members
+            )?;
+        }
     }
     Ok(out)
 }

@@ -29,6 +29,15 @@ pub enum ProfileField {
 }
 
 impl ProfileField {
+    /// The Okta user schema type an attribute holding this field must have.
+    pub fn okta_type(self) -> &'static str {
+        match self {
+            ProfileField::TotalSpent => "number",
+            ProfileField::OrdersCount => "integer",
+            ProfileField::Currency | ProfileField::Tier => "string",
+        }
+    }
+
     fn value(self, u: &SegmentUpdate) -> Value {
         match self {
             ProfileField::TotalSpent => money(u.total_spent),
@@ -48,6 +57,43 @@ fn money(d: Decimal) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The base attributes of Okta's default user profile (`UserProfile` in the management API
+/// spec; the contract test checks this list against the vendored spec). The writer never
+/// writes them: a row like `email = "tier"` would overwrite every customer's email.
+pub const OKTA_BASE_ATTRIBUTES: [&str; 31] = [
+    "city",
+    "costCenter",
+    "countryCode",
+    "department",
+    "displayName",
+    "division",
+    "email",
+    "employeeNumber",
+    "firstName",
+    "honorificPrefix",
+    "honorificSuffix",
+    "lastName",
+    "locale",
+    "login",
+    "manager",
+    "managerId",
+    "middleName",
+    "mobilePhone",
+    "nickName",
+    "organization",
+    "postalAddress",
+    "preferredLanguage",
+    "primaryPhone",
+    "profileUrl",
+    "secondEmail",
+    "state",
+    "streetAddress",
+    "timezone",
+    "title",
+    "userType",
+    "zipCode",
+];
+
 /// The attributes written, by Okta attribute name.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -64,8 +110,9 @@ impl Default for ProfileAttributes {
 }
 
 impl ProfileAttributes {
-    /// Why the table cannot be used, if it cannot: it is empty, or an attribute name is not
-    /// one Okta allows (letters, digits, `_`; not starting with a digit).
+    /// Why the table cannot be used, if it cannot: it is empty, an attribute name is not one
+    /// Okta allows (letters, digits, `_`; not starting with a digit), or it names a base
+    /// profile attribute (see [`OKTA_BASE_ATTRIBUTES`]).
     pub fn problem(&self) -> Option<String> {
         if self.0.is_empty() {
             return Some(
@@ -76,10 +123,34 @@ impl ProfileAttributes {
         self.0.keys().find_map(|name| {
             let valid = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && name.chars().next().is_some_and(|c| !c.is_ascii_digit());
-            (!valid).then(|| {
-                format!("`{name}` is not an Okta profile attribute name (letters, digits, _; not starting with a digit)")
+            if !valid {
+                return Some(format!("`{name}` is not an Okta profile attribute name (letters, digits, _; not starting with a digit)"));
+            }
+            OKTA_BASE_ATTRIBUTES.contains(&name.as_str()).then(|| {
+                format!("`{name}` is a base attribute of Okta's user profile, which the writer never overwrites; name a custom attribute (e.g. shopify_{name})")
             })
         })
+    }
+
+    /// The same table with `suffix` appended to every attribute name (a store's own
+    /// attributes, [`crate::stores`]).
+    pub fn with_suffix(&self, suffix: &str) -> ProfileAttributes {
+        ProfileAttributes(
+            self.0
+                .iter()
+                .map(|(name, field)| (format!("{name}{suffix}"), *field))
+                .collect(),
+        )
+    }
+
+    /// The Okta attribute names written.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// The rows: Okta attribute name and the field it holds.
+    pub fn rows(&self) -> impl Iterator<Item = (&str, ProfileField)> {
+        self.0.iter().map(|(n, f)| (n.as_str(), *f))
     }
 
     /// The `profile` of a partial update that makes Okta hold `u`.
@@ -149,5 +220,17 @@ mod tests {
         assert!(bad.problem().unwrap().contains("`1st`"));
         let bad: ProfileAttributes = toml::from_str("\"a.b\" = \"tier\"").unwrap();
         assert!(bad.problem().is_some());
+        let base: ProfileAttributes = toml::from_str("email = \"tier\"").unwrap();
+        assert!(base.problem().unwrap().contains("base attribute"));
+    }
+
+    #[test]
+    fn a_suffix_renames_every_attribute() {
+        let table = ProfileAttributes::default().with_suffix("_eu");
+        assert_eq!(
+            table.names().collect::<Vec<_>>(),
+            ["shopify_orders_count_eu", "shopify_total_spent_eu"]
+        );
+        assert_eq!(table.problem(), None);
     }
 }

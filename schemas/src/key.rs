@@ -313,6 +313,15 @@ impl<'de> Deserialize<'de> for ShopifyId {
     }
 }
 
+/// A plausible shop domain: what `X-Shopify-Shop-Domain` must look like to be keyed on, and
+/// what a config may name a shop by.
+pub fn is_shop_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,8 @@ pub struct Wiring {
     pub okta_base_url: String,
     pub webhooks: SocketAddr,
     pub log_dir: PathBuf,
+    /// The shop whose webhooks the test sends: the Okta writer's one store.
+    pub shop: String,
 }
 
 /// One service's process, restartable.
@@ -130,6 +132,7 @@ impl Process {
             Service::Segmenter => cmd.env("TIERFLOW_SEGMENTER__ADMIN_LISTEN", "127.0.0.1:0"),
             Service::OktaWriter => cmd
                 .env("TIERFLOW_OKTA__BASE_URL", &w.okta_base_url)
+                .env("TIERFLOW_OKTA__STORES", &w.shop)
                 .env("TIERFLOW_OKTA__RETRY_INITIAL_INTERVAL", "20ms")
                 .env("TIERFLOW_OKTA__RETRY_MAX_INTERVAL", "500ms")
                 .env("TIERFLOW_OKTA_WRITER__ADMIN_LISTEN", "127.0.0.1:0"),

@@ -357,6 +357,7 @@ pub async fn start_pipeline(
         Some(bootstrap.to_owned()),
     )
     .unwrap();
+    settings.for_writer.okta.stores = [(SHOP.to_owned(), Default::default())].into();
     tune(&mut settings);
     let options = tierflow::pipeline::DevOptions {
         users: 0,

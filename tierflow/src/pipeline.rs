@@ -93,15 +93,26 @@ fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> 
     }
 }
 
-/// The simulator's seed: every tier's group, and `users` of loadgen's customers.
-pub fn seed(settings: &PipelineSettings, users: u64) -> okta_sim::Seed {
+/// The simulator's seed: every store's tier groups and attributes, and `users` of loadgen's
+/// customers.
+pub fn seed(settings: &PipelineSettings, users: u64) -> anyhow::Result<okta_sim::Seed> {
     let mut seed = okta_sim::Seed::default();
-    for row in &settings.for_segmenter.tiers {
-        seed.groups.push(okta_sim::SeedGroup {
-            name: row.okta_group.clone(),
-            group_type: "OKTA_GROUP".into(),
-            description: Some(format!("Shopify customers in the {} tier", row.name)),
-        });
+    for store in settings.for_writer.stores()? {
+        for (name, field) in store.attributes.rows() {
+            let kind = match field.okta_type() {
+                "number" => okta_sim::AttrType::Number,
+                "integer" => okta_sim::AttrType::Integer,
+                _ => okta_sim::AttrType::String,
+            };
+            seed.attributes.insert(name.to_owned(), kind);
+        }
+        for g in store.groups {
+            seed.groups.push(okta_sim::SeedGroup {
+                name: g.name,
+                group_type: "OKTA_GROUP".into(),
+                description: Some(format!("{} customers in the {} tier", store.shop, g.tier)),
+            });
+        }
     }
     for id in loadgen::payload::customer_ids(users) {
         let email = loadgen::payload::customer_email(id);
@@ -117,7 +128,7 @@ pub fn seed(settings: &PipelineSettings, users: u64) -> okta_sim::Seed {
             ..Default::default()
         });
     }
-    seed
+    Ok(seed)
 }
 
 impl Pipeline {
@@ -155,7 +166,7 @@ impl Pipeline {
         } else {
             okta_sim::SimConfig::default()
         };
-        let shared = okta_sim::Shared::new(sim_config, &seed(&settings, options.users))
+        let shared = okta_sim::Shared::new(sim_config, &seed(&settings, options.users)?)
             .map_err(anyhow::Error::msg)?;
         if let okta_writer::config::Credentials::ApiToken(t) = settings.for_writer.credentials()? {
             use secrecy::ExposeSecret;

@@ -270,3 +270,19 @@ async fn writer_requests_and_simulator_responses_follow_the_official_spec() {
         "never PUT a user"
     );
 }
+
+#[test]
+fn the_base_attributes_the_writer_never_writes_are_the_specs_user_profile() {
+    let spec = Spec::load();
+    let profile = spec.resolve(&spec.doc["components"]["schemas"]["UserProfile"]);
+    let in_spec: BTreeSet<&str> = profile["properties"]
+        .as_object()
+        .expect("UserProfile has properties")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let listed: BTreeSet<&str> = okta_writer::profile::OKTA_BASE_ATTRIBUTES
+        .into_iter()
+        .collect();
+    assert_eq!(listed, in_spec);
+}

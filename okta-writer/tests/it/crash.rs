@@ -15,6 +15,7 @@ fn command(bootstrap: &str, okta: &str) -> Command {
         .arg(config)
         .args(["--brokers", bootstrap])
         .env("TIERFLOW_OKTA__BASE_URL", okta)
+        .env("TIERFLOW_OKTA__STORES", SHOP)
         .env("TIERFLOW_OKTA_WRITER__ADMIN_LISTEN", "127.0.0.1:0")
         .env("TIERFLOW_OKTA_WRITER__GROUP_ID", "w-crash")
         .env("TIERFLOW_OKTA__RETRY_INITIAL_INTERVAL", "10ms")

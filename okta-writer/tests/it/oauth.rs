@@ -96,7 +96,7 @@ async fn an_assertion_signed_with_an_unknown_key_is_a_credentials_failure() {
     .unwrap();
     let applier = okta_writer::apply::Applier::new(
         bad_client,
-        good.groups.clone(),
+        good.stores.clone(),
         &s.okta,
         okta_writer::metrics::Metrics::unregistered(),
     );

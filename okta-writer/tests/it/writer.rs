@@ -560,3 +560,80 @@ async fn tier_groups_must_exist_once_and_be_okta_groups() {
         "{e}"
     );
 }
+
+/// Issue 13's reproduction: shop A's customer spends 600 (VIP), shop B's customer with the
+/// same email spends 50 (New), shop A's spends 10 more. With one set of attributes and groups
+/// Okta showed 610 and the user in New (A's cached VIP skipped the group call). Each store now
+/// owns its attributes and tier groups: A's are the plain names, B's have suffixes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_sharing_one_okta_user_never_overwrite_each_other() {
+    const SHOP_B: &str = "b-shop.myshopify.com";
+    let broker = broker();
+    let bootstrap = broker.bootstrap_servers();
+    let sim = sim(SimConfig::default(), 1).await;
+    sim.shared
+        .declare_attribute("shopify_total_spent_b", okta_sim::AttrType::Number);
+    sim.shared
+        .declare_attribute("shopify_orders_count_b", okta_sim::AttrType::Integer);
+    {
+        let mut store = sim.shared.store.lock().unwrap();
+        for t in TIERS {
+            store.add_group(&format!("{} (B)", group(t)), "OKTA_GROUP", None);
+        }
+    }
+    let mut settings = settings(&bootstrap, &sim.base_url(), "w-two-stores");
+    settings.okta.stores.insert(
+        SHOP_B.to_owned(),
+        okta_writer::stores::StoreConfig {
+            attribute_suffix: "_b".into(),
+            group_suffix: " (B)".into(),
+        },
+    );
+    let writer = start(settings.clone(), &bootstrap).await;
+
+    let in_b = |mut u: schemas::SegmentUpdate, customer: u64| {
+        u.shop = SHOP_B.to_owned();
+        u.customer_id = customer;
+        u.event_id = u.compute_event_id();
+        u
+    };
+    // Customer 0 of shop A and customer 9 of shop B are one person: c0@example.com.
+    let a_vip = update(0, 60_000, 1, Some("Potential"));
+    produce(&bootstrap, std::slice::from_ref(&a_vip)).await;
+    wait_for("A's VIP", Duration::from_secs(30), || {
+        okta_matches(&sim, &a_vip)
+    })
+    .await;
+    let b_new = in_b(update(0, 5_000, 1, Some("Potential")), 9);
+    produce(&bootstrap, &[b_new]).await;
+    let a_more = update(0, 61_000, 2, Some("VIP"));
+    produce(&bootstrap, std::slice::from_ref(&a_more)).await;
+    // And a shop no store declares: dead-lettered, never written.
+    let stranger = {
+        let mut u = update(0, 1_000, 1, Some("Potential"));
+        u.shop = "someone-else.myshopify.com".into();
+        u.event_id = u.compute_event_id();
+        u
+    };
+    produce(&bootstrap, &[stranger]).await;
+    let want_groups = ["Everyone".to_owned(), group("New") + " (B)", group("VIP")];
+    wait_for(
+        "both stores' state side by side",
+        Duration::from_secs(30),
+        || {
+            let Some(p) = sim.shared.profile(&email(0)) else {
+                return false;
+            };
+            p["shopify_total_spent"] == serde_json::json!(610.0)
+                && p["shopify_orders_count"] == serde_json::json!(2)
+                && p["shopify_total_spent_b"] == serde_json::json!(50.0)
+                && p["shopify_orders_count_b"] == serde_json::json!(1)
+                && sim.shared.groups_of(&email(0)) == want_groups
+        },
+    )
+    .await;
+    let dl = wait_dead_letters(&settings, &bootstrap, 1).await;
+    assert_eq!(dl.entries.len(), 1);
+    assert_eq!(dl.entries[0].reason(), "unknown_store");
+    writer.stop().await;
+}

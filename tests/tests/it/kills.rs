@@ -60,6 +60,7 @@ async fn every_service_killed_at_random_points_and_restarted_the_final_state_is_
         okta_base_url: sim.base_url(),
         webhooks: free_port(),
         log_dir: log_dir.clone(),
+        shop: SHOP.to_owned(),
     };
     let mut processes: Vec<Process> = [
         (Service::Ingest, 0),

@@ -54,6 +54,7 @@ pub fn settings(bootstrap: &str, okta: &str, group_id: &str) -> Settings {
     let mut s =
         Settings::load(Some(&path), std::iter::empty(), Some(bootstrap.to_owned())).unwrap();
     s.okta.base_url = Some(okta.to_owned());
+    s.okta.stores = [(SHOP.to_owned(), Default::default())].into();
     s.okta.retry_initial_interval = Duration::from_millis(10);
     s.okta.retry_max_interval = Duration::from_millis(200);
     s.okta.retry_max_elapsed = Duration::from_secs(60);
