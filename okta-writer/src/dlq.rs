@@ -221,12 +221,22 @@ impl DeadLetters {
 }
 
 fn reader(settings: &Settings, bootstrap: &str) -> anyhow::Result<BaseConsumer> {
+    topic_reader(settings, bootstrap, "tierflow-okta-writer-dlq")
+}
+
+/// A consumer that reads topics by assignment (no group joined, nothing committed), as
+/// `client_id`.
+pub(crate) fn topic_reader(
+    settings: &Settings,
+    bootstrap: &str,
+    client_id: &str,
+) -> anyhow::Result<BaseConsumer> {
     service_runtime::kafka::client_config(
         &settings.kafka,
         bootstrap,
-        &[("client.id", "tierflow-okta-writer-dlq")],
+        &[("client.id", client_id)],
         &[
-            ("group.id", "tierflow-okta-writer-dlq-reader"),
+            ("group.id", &format!("{client_id}-reader")),
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "false"),
         ],

@@ -16,6 +16,8 @@
 //! - [`failure`]: dead-letter reasons, each with its label and exception class.
 //! - [`metrics`]: the writer's Prometheus metrics.
 //! - [`dlq`]: dead-letter records, `dlq list` and `dlq redrive`.
+//! - [`reconcile`]: `reconcile`: Okta's tier groups and attributes against the customers'
+//!   current state; drift reported and healed.
 
 pub mod apply;
 pub mod client;
@@ -29,6 +31,7 @@ pub mod metrics;
 pub mod offsets;
 pub mod profile;
 pub mod queue;
+pub mod reconcile;
 pub mod service;
 pub mod stores;
 

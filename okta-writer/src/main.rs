@@ -1,6 +1,7 @@
-//! `okta-writer`: run the Okta writer, or (`groups`, `dlq list`, `dlq redrive`) look at Okta and
-//! the dead-letter topic.
+//! `okta-writer`: run the Okta writer, or (`groups`, `dlq list`, `dlq redrive`, `reconcile`) look
+//! at Okta and the dead-letter topic, and heal drift.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,6 +30,34 @@ enum Command {
     /// Inspect or redrive the dead-letter topic.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Compare Okta's tier groups and attributes with the customers' current state (the
+    /// segments topic) and report the drift; heal it with --execute.
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReconcileArgs {
+    /// Report only (the default).
+    #[arg(long, conflicts_with = "execute")]
+    dry_run: bool,
+    /// Heal: apply each drifted customer's newest update, trusting nothing.
+    #[arg(long)]
+    execute: bool,
+    /// With --execute, also remove users who are in a tier group without being a customer of
+    /// its store (by default they are only reported).
+    #[arg(long, requires = "execute")]
+    remove_unknown: bool,
+    /// Share of each Okta rate-limit bucket the reconciler may use; must be below
+    /// [okta] rate_limit_share so live updates keep the larger part.
+    #[arg(long, default_value_t = 0.1)]
+    rate_limit_share: f64,
+    /// Periodic mode: run again this long after each run ends (e.g. `1h`), serving
+    /// tierflow_okta_reconcile_* metrics on --admin-listen.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    every: Option<Duration>,
+    /// Periodic mode's /metrics listener.
+    #[arg(long, default_value = "127.0.0.1:9093")]
+    admin_listen: SocketAddr,
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +133,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Some(Command::Dlq(cmd)) => dlq(settings, cmd).await,
+            Some(Command::Reconcile(args)) => reconcile(settings, args).await,
         }
     })
 }
@@ -153,4 +183,52 @@ async fn dlq(settings: Settings, cmd: DlqCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn reconcile(mut settings: Settings, args: ReconcileArgs) -> anyhow::Result<()> {
+    use okta_writer::reconcile::{self, Options, ReconcileMetrics};
+    let bootstrap = settings.kafka.existing_brokers(
+        "reconcile reads the customers' state from the segments topic: point --brokers at the cluster that holds it",
+    )?;
+    let live_share = settings.okta.rate_limit_share;
+    anyhow::ensure!(
+        args.rate_limit_share > 0.0 && args.rate_limit_share < live_share,
+        "--rate-limit-share {} must be above 0 and below [okta] rate_limit_share ({live_share}), so live updates keep the larger part of each bucket",
+        args.rate_limit_share
+    );
+    settings.okta.rate_limit_share = args.rate_limit_share;
+    let metrics = okta_writer::metrics::Metrics::unregistered();
+    let applier = okta_writer::applier(&settings, metrics.clone()).await?;
+    let options = Options {
+        execute: args.execute,
+        remove_unknown: args.remove_unknown,
+    };
+    let Some(every) = args.every else {
+        let report = reconcile::run(&settings, &bootstrap, &applier, &metrics, options).await?;
+        print!("{}", report.render());
+        return Ok(());
+    };
+    let registry = service_runtime::admin::registry("okta-writer-reconcile");
+    let recorded = ReconcileMetrics::register(&registry).context("registering metrics")?;
+    let admin =
+        service_runtime::admin::AdminServer::start(args.admin_listen, "--admin-listen", registry)
+            .await?;
+    tracing::info!(admin = %admin.addr, ?every, execute = args.execute, "periodic reconcile running");
+    let shutdown = service_runtime::shutdown::signal();
+    tokio::pin!(shutdown);
+    loop {
+        let outcome = reconcile::run(&settings, &bootstrap, &applier, &metrics, options).await;
+        recorded.record(&outcome);
+        match &outcome {
+            Ok(r) => tracing::info!(report = %r.render(), "reconcile run done"),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), retry_in = ?every, "reconcile run failed")
+            }
+        }
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+    admin.stop().await
 }

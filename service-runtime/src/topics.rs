@@ -33,8 +33,10 @@ pub struct Layout {
     pub min_insync_replicas: i32,
 }
 
-/// Every pipeline topic: the orders topic and its quarantine, the segment updates, the
-/// writer's dead letters (all `cleanup.policy=delete`), and the segmenter's compacted
+/// Every pipeline topic: the orders topic and its quarantine and the writer's dead letters
+/// (`cleanup.policy=delete`), the segment updates (compacted: keyed by customer and each one
+/// absolute state, the topic keeps every customer's latest state however old, which
+/// `okta-writer reconcile` reads as a KTable's changelog), and the segmenter's compacted
 /// changelog, co-partitioned with the orders topic.
 pub fn pipeline_topics(topics: &TopicsConfig, layout: Layout) -> Vec<TopicSpec> {
     let spec = |name: &str, policy: &str, co: Option<&str>| TopicSpec {
@@ -53,7 +55,7 @@ pub fn pipeline_topics(topics: &TopicsConfig, layout: Layout) -> Vec<TopicSpec> 
     vec![
         spec(&topics.orders, "delete", None),
         spec(&topics.orders_quarantine, "delete", None),
-        spec(&topics.segments, "delete", None),
+        spec(&topics.segments, "compact", None),
         spec(&topics.okta_dlq, "delete", None),
         spec(&topics.ledger_changelog, "compact", Some(&topics.orders)),
     ]
@@ -199,7 +201,12 @@ fn ensure_once(
         for (key, want) in &spec.configs {
             let have = resource.get(key).and_then(|e| e.value.clone());
             if have.as_deref() != Some(want.as_str()) {
-                let fatal = *key == "cleanup.policy" && want == "compact";
+                // Only the changelog cannot work uncompacted (restores would read every
+                // version ever written); a segments topic on `delete` keeps working, and the
+                // reconciler then sees only customers updated within its retention.
+                let fatal = *key == "cleanup.policy"
+                    && want == "compact"
+                    && spec.co_partitioned_with.is_some();
                 drift.push((
                     format!(
                         "{key} = {}, want {want}",

@@ -99,6 +99,8 @@ impl Operation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub id: String,
+    /// `profile` (login, email, the attributes); empty when the answer has none.
+    pub profile: Map<String, Value>,
 }
 
 /// An Okta group, as far as the writer reads one.
@@ -122,7 +124,14 @@ fn id_of(v: &Value) -> String {
 
 impl User {
     fn from_answer(v: &Value) -> User {
-        User { id: id_of(v) }
+        User {
+            id: id_of(v),
+            profile: v
+                .get("profile")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+        }
     }
 }
 

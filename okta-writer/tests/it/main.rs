@@ -7,4 +7,5 @@ mod contract;
 mod crash;
 mod oauth;
 mod odd_answers;
+mod reconcile;
 mod writer;
