@@ -21,4 +21,4 @@ echo "the Kafka-facing suites again, on Apache Kafka" >&2
 # (tests/it/main.rs), and a suite is a module of it: e2e pipeline/faults/kills, segmenter and
 # okta-writer crash, segmenter service/poison, okta-writer writer.
 TIERFLOW_TEST_BROKER=kafka cargo test --locked --workspace --test it -- \
-  pipeline:: faults:: kills:: crash:: service:: poison:: writer::
+  pipeline:: faults:: kills:: crash:: service:: poison:: writer:: reconcile::
