@@ -43,6 +43,13 @@ enum Op {
     ListGroupUsers(String),
     AssignUserToGroup(String, String),
     UnassignUserFromGroup(String, String),
+    ListGroupRules,
+    CreateGroupRule,
+    GetGroupRule(String),
+    ReplaceGroupRule(String),
+    DeleteGroupRule(String),
+    ActivateGroupRule(String),
+    DeactivateGroupRule(String),
     Token,
 }
 
@@ -64,6 +71,21 @@ impl Op {
             (Method::PUT, ["api", "v1", "users", id]) => Op::ReplaceUser(id.to_string()),
             (Method::GET, ["api", "v1", "users", id, "groups"]) => {
                 Op::ListUserGroups(id.to_string())
+            }
+            (Method::GET, ["api", "v1", "groups", "rules"]) => Op::ListGroupRules,
+            (Method::POST, ["api", "v1", "groups", "rules"]) => Op::CreateGroupRule,
+            (Method::GET, ["api", "v1", "groups", "rules", r]) => Op::GetGroupRule(r.to_string()),
+            (Method::PUT, ["api", "v1", "groups", "rules", r]) => {
+                Op::ReplaceGroupRule(r.to_string())
+            }
+            (Method::DELETE, ["api", "v1", "groups", "rules", r]) => {
+                Op::DeleteGroupRule(r.to_string())
+            }
+            (Method::POST, ["api", "v1", "groups", "rules", r, "lifecycle", "activate"]) => {
+                Op::ActivateGroupRule(r.to_string())
+            }
+            (Method::POST, ["api", "v1", "groups", "rules", r, "lifecycle", "deactivate"]) => {
+                Op::DeactivateGroupRule(r.to_string())
             }
             (Method::GET, ["api", "v1", "groups"]) => Op::ListGroups,
             (Method::GET, ["api", "v1", "groups", g]) => Op::GetGroup(g.to_string()),
@@ -91,6 +113,13 @@ impl Op {
             Op::ListGroupUsers(_) => "listGroupUsers",
             Op::AssignUserToGroup(..) => "assignUserToGroup",
             Op::UnassignUserFromGroup(..) => "unassignUserFromGroup",
+            Op::ListGroupRules => "listGroupRules",
+            Op::CreateGroupRule => "createGroupRule",
+            Op::GetGroupRule(_) => "getGroupRule",
+            Op::ReplaceGroupRule(_) => "replaceGroupRule",
+            Op::DeleteGroupRule(_) => "deleteGroupRule",
+            Op::ActivateGroupRule(_) => "activateGroupRule",
+            Op::DeactivateGroupRule(_) => "deactivateGroupRule",
             Op::Token => "token",
         }
     }
@@ -104,7 +133,14 @@ impl Op {
             | Op::GetGroup(_)
             | Op::ListGroupUsers(_)
             | Op::AssignUserToGroup(..)
-            | Op::UnassignUserFromGroup(..) => Bucket::Groups,
+            | Op::UnassignUserFromGroup(..)
+            | Op::ListGroupRules
+            | Op::CreateGroupRule
+            | Op::GetGroupRule(_)
+            | Op::ReplaceGroupRule(_)
+            | Op::DeleteGroupRule(_)
+            | Op::ActivateGroupRule(_)
+            | Op::DeactivateGroupRule(_) => Bucket::Groups,
             Op::Token => Bucket::Token,
         }
     }
@@ -378,6 +414,9 @@ fn execute(
     let result = (|| -> Result<Reply, ApiError> {
         let malformed = || ApiError::new(400, "E0000003", "The request body was not well-formed.");
         let mut store = Shared::lock(&shared.store);
+        let now_ms = shared.now_ms();
+        store.run_rules(now_ms);
+        let rules_due = now_ms + config.rule_delay.as_millis() as u64;
         match op {
             Op::Token => {
                 drop(store);
@@ -406,7 +445,10 @@ fn execute(
                     store.users.get_mut(&uid).expect("found").profile.clear();
                 }
                 let u = store.update_profile(id, &patch)?;
-                Ok(Reply::json(200, user_json(u, base)))
+                let reply = Reply::json(200, user_json(u, base));
+                let uid = u.id.clone();
+                store.rules.schedule(Some(uid), rules_due);
+                Ok(reply)
             }
             Op::CreateUser => {
                 let v: Value = serde_json::from_slice(body).map_err(|_| malformed())?;
@@ -430,6 +472,7 @@ fn execute(
                     profile,
                     groups: Vec::new(),
                 })?;
+                store.rules.schedule(Some(id.clone()), rules_due);
                 Ok(Reply::json(200, user_json(&store.users[&id], base)))
             }
             Op::ListUsers => {
@@ -521,6 +564,76 @@ fn execute(
             }
             Op::UnassignUserFromGroup(gid, uid) => {
                 store.set_membership(gid, uid, false)?;
+                Ok(Reply::empty(204))
+            }
+            Op::ListGroupRules => {
+                let search = query_param(uri, "search");
+                let rules: Vec<Value> = store
+                    .rules
+                    .rules
+                    .values()
+                    .filter(|r| search.as_deref().is_none_or(|s| r.name.contains(s)))
+                    .map(crate::rules::Rule::json)
+                    .collect();
+                let (items, next) = page(rules, |r| r["id"].as_str().unwrap_or(""), uri, base, 200);
+                Ok(Reply {
+                    link_next: next,
+                    ..Reply::json(200, Value::Array(items))
+                })
+            }
+            Op::CreateGroupRule => {
+                let v: Value = serde_json::from_slice(body).map_err(|_| malformed())?;
+                let req = crate::rules::RuleRequest::parse(&v)?;
+                Ok(Reply::json(200, store.create_rule(req)?))
+            }
+            Op::GetGroupRule(id) => store
+                .rules
+                .rules
+                .get(id)
+                .map(|r| Reply::json(200, r.json()))
+                .ok_or_else(|| ApiError::not_found(id, "GroupRule")),
+            Op::ReplaceGroupRule(id) => {
+                let v: Value = serde_json::from_slice(body).map_err(|_| malformed())?;
+                let req = crate::rules::RuleRequest::parse(&v)?;
+                store.check_rule(&req)?;
+                Ok(Reply::json(200, store.rules.replace(id, req)?.json()))
+            }
+            Op::DeleteGroupRule(id) => {
+                store
+                    .rules
+                    .rules
+                    .remove(id)
+                    .ok_or_else(|| ApiError::not_found(id, "GroupRule"))?;
+                let remove_users = query_param(uri, "removeUsers").is_some_and(|v| v == "true");
+                let made: Vec<(String, String)> = store
+                    .rules
+                    .assigned
+                    .iter()
+                    .filter(|(_, r)| *r == id)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for (gid, uid) in made {
+                    store.rules.assigned.remove(&(gid.clone(), uid.clone()));
+                    if remove_users {
+                        if let Some(g) = store.groups.get_mut(&gid) {
+                            g.members.remove(&uid);
+                        }
+                    }
+                }
+                Ok(Reply::empty(202))
+            }
+            Op::ActivateGroupRule(id) | Op::DeactivateGroupRule(id) => {
+                let active = matches!(op, Op::ActivateGroupRule(_));
+                let rule = store
+                    .rules
+                    .rules
+                    .get_mut(id)
+                    .ok_or_else(|| ApiError::not_found(id, "GroupRule"))?;
+                rule.status = if active { "ACTIVE" } else { "INACTIVE" }.into();
+                rule.last_updated = crate::store::now_rfc3339();
+                if active {
+                    store.rules.schedule(None, rules_due);
+                }
                 Ok(Reply::empty(204))
             }
         }

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod limits;
+pub mod rules;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -72,6 +73,9 @@ pub struct SimConfig {
     pub log_capacity: usize,
     /// Keep request and response bodies in the log (for the contract test).
     pub log_bodies: bool,
+    /// How long after a profile change or a rule's activation the group rules evaluate
+    /// (Okta: asynchronous, no documented delay).
+    pub rule_delay: Duration,
 }
 
 impl Default for SimConfig {
@@ -87,6 +91,7 @@ impl Default for SimConfig {
             rng_seed: 1,
             log_capacity: 100_000,
             log_bodies: false,
+            rule_delay: Duration::from_millis(500),
         }
     }
 }
@@ -197,9 +202,11 @@ impl Shared {
             .map(|u| u.profile.clone())
     }
 
-    /// Names of the groups `login` is in, sorted (`Everyone` included).
+    /// Names of the groups `login` is in, sorted (`Everyone` included), after the group rule
+    /// evaluations due by now.
     pub fn groups_of(&self, login: &str) -> Vec<String> {
-        let store = Self::lock(&self.store);
+        let mut store = Self::lock(&self.store);
+        store.run_rules(self.now_ms());
         let Some(u) = store.user(login) else {
             return Vec::new();
         };

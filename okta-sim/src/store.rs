@@ -246,6 +246,8 @@ pub struct Store {
     logins: std::collections::HashMap<String, String>,
     pub groups: BTreeMap<String, Group>,
     pub attributes: BTreeMap<String, AttrType>,
+    /// Group rules and the memberships they made (`crate::rules`).
+    pub rules: crate::rules::Rules,
     next_id: u64,
 }
 
@@ -289,6 +291,86 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// Whether `name` is an attribute of the user profile schema (base or custom).
+    pub fn has_attribute(&self, name: &str) -> bool {
+        BASE_ATTRIBUTES.contains(&name) || self.attributes.contains_key(name)
+    }
+
+    /// Create a group rule (`INACTIVE`).
+    pub fn create_rule(&mut self, req: crate::rules::RuleRequest) -> Result<Value, ApiError> {
+        self.check_rule(&req)?;
+        self.rules.check_new(&req, None)?;
+        let id = self.new_id("0pr");
+        Ok(self.rules.insert(id, req).json())
+    }
+
+    /// The parts of a rule only the org can check: its attribute and its groups.
+    pub fn check_rule(&self, req: &crate::rules::RuleRequest) -> Result<(), ApiError> {
+        if !self.has_attribute(&req.attribute) {
+            return Err(ApiError {
+                causes: vec![format!(
+                    "conditions.expression.value: Invalid property {} in expression user.{}",
+                    req.attribute, req.attribute
+                )],
+                ..ApiError::new(400, "E0000001", "Api validation failed: groupRule")
+            });
+        }
+        for gid in &req.group_ids {
+            match self.groups.get(gid) {
+                Some(g) if g.group_type == "OKTA_GROUP" => {}
+                Some(_) => {
+                    return Err(ApiError::new(
+                        400,
+                        "E0000001",
+                        "Api validation failed: groupRule: only OKTA_GROUP groups can be assigned",
+                    ))
+                }
+                None => return Err(ApiError::not_found(gid, "UserGroup")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply the group rule evaluations due by `now_ms` (see `crate::rules`).
+    pub fn run_rules(&mut self, now_ms: u64) {
+        let Some(due) = self.rules.take_due(now_ms) else {
+            return;
+        };
+        let users: Vec<String> = due.unwrap_or_else(|| self.users.keys().cloned().collect());
+        let active: Vec<crate::rules::Rule> = self
+            .rules
+            .rules
+            .values()
+            .filter(|r| r.status == "ACTIVE")
+            .cloned()
+            .collect();
+        for uid in &users {
+            let Some(user) = self.users.get(uid) else {
+                continue;
+            };
+            for rule in &active {
+                let matches = !rule.exclude.contains(uid)
+                    && user.profile.get(&rule.attribute).and_then(Value::as_str)
+                        == Some(rule.value.as_str());
+                for gid in &rule.group_ids {
+                    let key = (gid.clone(), uid.clone());
+                    let Some(group) = self.groups.get_mut(gid) else {
+                        continue;
+                    };
+                    if matches && !group.members.contains(uid) {
+                        group.members.insert(uid.clone());
+                        group.last_membership_updated = now_rfc3339();
+                        self.rules.assigned.insert(key, rule.id.clone());
+                    } else if !matches && self.rules.assigned.get(&key) == Some(&rule.id) {
+                        group.members.remove(uid);
+                        group.last_membership_updated = now_rfc3339();
+                        self.rules.assigned.remove(&key);
+                    }
+                }
+            }
+        }
     }
 
     fn new_id(&mut self, prefix: &str) -> String {
@@ -484,6 +566,10 @@ impl Store {
         } else {
             group.members.remove(uid)
         };
+        if !add {
+            // A rule-assigned member removed by hand: the rule excludes them from now on.
+            self.rules.removed_by_hand(gid, uid);
+        }
         if changed {
             group.last_membership_updated = now_rfc3339();
         }
@@ -564,6 +650,83 @@ mod tests {
         ] {
             assert!(parse_search(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn group_rules_assign_after_activation_remove_non_matches_and_exclude_hand_removals() {
+        use crate::rules::RuleRequest;
+        let mut seed = crate::seed(&["VIP"], &[]);
+        seed.attributes.insert("tier".into(), AttrType::String);
+        for login in ["a@x.com", "b@x.com"] {
+            seed.users.push(SeedUser {
+                login: login.into(),
+                email: Some(login.into()),
+                ..Default::default()
+            });
+        }
+        let mut s = Store::new(&seed).unwrap();
+        let vip = s.group_by_name("VIP").unwrap().id.clone();
+        let (a, b) = (
+            s.user("a@x.com").unwrap().id.clone(),
+            s.user("b@x.com").unwrap().id.clone(),
+        );
+        let tier = |v: &str| {
+            let mut m = Map::new();
+            m.insert("tier".into(), json!(v));
+            m
+        };
+        s.update_profile(&a, &tier("VIP")).unwrap();
+        let req = |expr: &str| {
+            RuleRequest::parse(&json!({
+                "type": "group_rule", "name": "tierflow VIP",
+                "conditions": {"expression": {"value": expr, "type": "urn:okta:expression:1.0"}},
+                "actions": {"assignUserToGroups": {"groupIds": [vip]}},
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            s.create_rule(req("user.nope==\"VIP\"")).unwrap_err().code,
+            "E0000001",
+            "the attribute must exist"
+        );
+        let rule = s.create_rule(req("user.tier==\"VIP\"")).unwrap();
+        assert_eq!(rule["status"], "INACTIVE");
+        let id = rule["id"].as_str().unwrap().to_owned();
+        s.rules.rules.get_mut(&id).unwrap().status = "ACTIVE".into();
+        s.rules.schedule(None, 1_000);
+        s.run_rules(999);
+        assert!(!s.groups[&vip].members.contains(&a), "not before the delay");
+        s.run_rules(1_000);
+        assert!(s.groups[&vip].members.contains(&a));
+        assert!(!s.groups[&vip].members.contains(&b));
+        // b by hand stays; a no longer matching is removed.
+        s.set_membership(&vip, &b, true).unwrap();
+        s.update_profile(&a, &tier("New")).unwrap();
+        s.rules.schedule(Some(a.clone()), 2_000);
+        s.rules.schedule(Some(b.clone()), 2_000);
+        s.run_rules(2_000);
+        assert!(!s.groups[&vip].members.contains(&a));
+        assert!(s.groups[&vip].members.contains(&b));
+        // a matches again, is assigned, is removed by hand: excluded from then on.
+        s.update_profile(&a, &tier("VIP")).unwrap();
+        s.rules.schedule(Some(a.clone()), 3_000);
+        s.run_rules(3_000);
+        assert!(s.groups[&vip].members.contains(&a));
+        s.set_membership(&vip, &a, false).unwrap();
+        assert_eq!(s.rules.rules[&id].exclude, [a.clone()]);
+        s.rules.schedule(Some(a.clone()), 4_000);
+        s.run_rules(4_000);
+        assert!(!s.groups[&vip].members.contains(&a));
+        // Only an inactive rule is replaced, and never its actions.
+        assert!(s.rules.replace(&id, req("user.tier==\"Gold\"")).is_err());
+        s.rules.rules.get_mut(&id).unwrap().status = "INACTIVE".into();
+        assert_eq!(
+            s.rules
+                .replace(&id, req("user.tier==\"Gold\""))
+                .unwrap()
+                .value,
+            "Gold"
+        );
     }
 
     #[test]
