@@ -4,7 +4,9 @@
 //! 2. Write the profile attributes (`[okta.profile_attributes]`, see [`crate::profile`]) with a
 //!    partial update, unless the cache says exactly these values were applied.
 //! 3. Put the user in the new tier's group *before* taking them out of the old one, so a failure
-//!    in between leaves them in two tiers for a moment, never in none.
+//!    in between leaves them in two tiers for a moment, never in none. With
+//!    `group_assignment = "rules"` there is no step 3: Okta's group rules (`crate::rules`) move
+//!    the user when the tier attribute written in step 2 changes.
 //!
 //! The Okta calls are the typed operations of [`crate::client::api`]. Which attributes and
 //! tier groups are the update's is its shop's ([`crate::stores`]): a store never touches
@@ -27,7 +29,7 @@ use serde_json::{json, Map, Value};
 
 use crate::client::api::{self, Group};
 use crate::client::{ErrorClass, Failure, OktaClient};
-use crate::config::{MissingUser, OktaConfig, UserLookup};
+use crate::config::{GroupAssignment, MissingUser, OktaConfig, UserLookup};
 use crate::failure::DeadLetterReason;
 use crate::metrics::Metrics;
 use crate::profile::ProfileAttributes;
@@ -271,6 +273,8 @@ pub struct Applier {
     /// The declared stores, in config order.
     pub stores: Vec<Store>,
     by_shop: HashMap<String, usize>,
+    /// With `Rules`, memberships are Okta's group rules' to make: no group calls.
+    pub assignment: GroupAssignment,
     missing_user: MissingUser,
     cache: moka::sync::Cache<String, Known>,
     metrics: Metrics,
@@ -291,6 +295,7 @@ impl Applier {
                 .map(|(i, s)| (s.shop.clone(), i))
                 .collect(),
             stores,
+            assignment: okta.group_assignment,
             missing_user: okta.missing_user,
             cache: moka::sync::Cache::builder()
                 .max_capacity(okta.user_cache_size)
@@ -610,8 +615,10 @@ impl Applier {
             self.write_profile(store, &key, u, &mut user_id, known.is_some(), &patch)
                 .await?;
         }
-        self.sync_groups(store, &user_id, target.as_ref(), applied_group)
-            .await?;
+        if self.assignment == GroupAssignment::Calls {
+            self.sync_groups(store, &user_id, target.as_ref(), applied_group)
+                .await?;
+        }
         self.remember(&key, &user_id, Some(((patch, target), trust)));
         Ok(Outcome::Applied)
     }

@@ -74,6 +74,18 @@ pub enum MissingUser {
     Create,
 }
 
+/// How customers get into their tier group (`[okta] group_assignment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupAssignment {
+    /// The writer adds and removes memberships itself (a tier change: profile, add, remove).
+    Calls,
+    /// The writer writes the tier attribute only and Okta's group rules (one per tier, made by
+    /// `okta-writer rules`) move the user: a tier change is one call. Needs a `tier` row in
+    /// `[okta.profile_attributes]`.
+    Rules,
+}
+
 /// `[okta]`: the org, credentials, lookup, and the limits the writer keeps to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -105,6 +117,8 @@ pub struct OktaConfig {
     pub user_cache_size: u64,
     /// `[okta.profile_attributes]`: Okta profile attribute → the update's field it holds.
     pub profile_attributes: ProfileAttributes,
+    /// Memberships by the writer's calls, or by Okta group rules on the tier attribute.
+    pub group_assignment: GroupAssignment,
     /// `[okta.stores."<shop>"]`: the shops this writer serves, each with the suffixes of its
     /// own attributes and tier groups (see [`crate::stores`]). At least one is required.
     #[serde(deserialize_with = "crate::stores::deserialize")]
@@ -158,6 +172,7 @@ impl Default for OktaConfig {
             user_cache_ttl: Duration::from_secs(3600),
             user_cache_size: 1_000_000,
             profile_attributes: ProfileAttributes::default(),
+            group_assignment: GroupAssignment::Calls,
             stores: Default::default(),
             replaced_total_spent_attribute: None,
             replaced_orders_count_attribute: None,
@@ -318,6 +333,14 @@ impl Settings {
         }
         if let Some(problem) = o.profile_attributes.problem() {
             return Err(ConfigError::invalid("okta.profile_attributes", problem));
+        }
+        if o.group_assignment == GroupAssignment::Rules
+            && o.profile_attributes.tier_attribute().is_none()
+        {
+            return Err(ConfigError::invalid(
+                "okta.group_assignment",
+                "\"rules\" needs exactly one tier attribute for the rules to match on: add a row to [okta.profile_attributes], e.g. shopify_tier = \"tier\" (and the attribute, a string, to the Okta profile schema)",
+            ));
         }
         self.stores()?;
         let w = &self.okta_writer;

@@ -16,6 +16,7 @@
 //! - [`failure`]: dead-letter reasons, each with its label and exception class.
 //! - [`metrics`]: the writer's Prometheus metrics.
 //! - [`dlq`]: dead-letter records, `dlq list` and `dlq redrive`.
+//! - [`rules`]: `rules`: one Okta group rule per store and tier, for `group_assignment = "rules"`.
 //! - [`reconcile`]: `reconcile`: Okta's tier groups and attributes against the customers'
 //!   current state; drift reported and healed.
 
@@ -32,6 +33,7 @@ pub mod offsets;
 pub mod profile;
 pub mod queue;
 pub mod reconcile;
+pub mod rules;
 pub mod service;
 pub mod stores;
 

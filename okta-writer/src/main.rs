@@ -1,5 +1,5 @@
-//! `okta-writer`: run the Okta writer, or (`groups`, `dlq list`, `dlq redrive`, `reconcile`) look
-//! at Okta and the dead-letter topic, and heal drift.
+//! `okta-writer`: run the Okta writer, or (`groups`, `dlq list`, `dlq redrive`, `rules`,
+//! `reconcile`) look at Okta and the dead-letter topic, set up group rules, and heal drift.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -30,6 +30,15 @@ enum Command {
     /// Inspect or redrive the dead-letter topic.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Make Okta's group rules match the tier table (one per store and tier), for
+    /// [okta] group_assignment = "rules". A dry run unless --execute.
+    Rules {
+        /// Show the plan only (the default).
+        #[arg(long, conflicts_with = "execute")]
+        dry_run: bool,
+        #[arg(long)]
+        execute: bool,
+    },
     /// Compare Okta's tier groups and attributes with the customers' current state (the
     /// segments topic) and report the drift; heal it with --execute.
     Reconcile(ReconcileArgs),
@@ -134,6 +143,19 @@ fn main() -> ExitCode {
             }
             Some(Command::Dlq(cmd)) => dlq(settings, cmd).await,
             Some(Command::Reconcile(args)) => reconcile(settings, args).await,
+            Some(Command::Rules {
+                dry_run: _,
+                execute,
+            }) => {
+                let applier =
+                    okta_writer::applier(&settings, okta_writer::metrics::Metrics::unregistered())
+                        .await?;
+                print!(
+                    "{}",
+                    okta_writer::rules::sync(&applier.client, &applier.stores, execute).await?
+                );
+                Ok(())
+            }
         }
     })
 }

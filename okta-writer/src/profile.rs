@@ -148,6 +148,15 @@ impl ProfileAttributes {
         self.0.keys().map(String::as_str)
     }
 
+    /// The one attribute holding the tier's name (group rules match on it), if exactly one does.
+    pub fn tier_attribute(&self) -> Option<&str> {
+        let mut tiers = self.rows().filter(|(_, f)| *f == ProfileField::Tier);
+        match (tiers.next(), tiers.next()) {
+            (Some((name, _)), None) => Some(name),
+            _ => None,
+        }
+    }
+
     /// The rows: Okta attribute name and the field it holds.
     pub fn rows(&self) -> impl Iterator<Item = (&str, ProfileField)> {
         self.0.iter().map(|(n, f)| (n.as_str(), *f))

@@ -28,6 +28,11 @@
 //! (`in_flight`). A record arriving between that check and the heal (one application, a few
 //! calls) can still lose to the heal; the next run repairs it.
 //!
+//! **Group rules** (`group_assignment = "rules"`): memberships are the rules'; a heal rewrites
+//! the attributes only and the rule moves the user. Membership drift that outlives the rules'
+//! evaluation is a user on a rule's exclude list (removed by hand), which no API call should
+//! override: `okta-writer rules` shows the counts.
+//!
 //! **Budget**: the reconciler paces with its own limiter at `--rate-limit-share` (default 0.1)
 //! of each bucket. The limiter counts the org's use from Okta's headers, so the reconciler stops
 //! once a bucket is 10% used while the live writer goes on to its 50%: it can take at most a
@@ -45,7 +50,7 @@ use schemas::{SegmentUpdate, UpdateKind};
 use serde_json::{Map, Value};
 
 use crate::apply::{Applier, ApplyError, Outcome, Store, Trust};
-use crate::config::{Settings, UserLookup};
+use crate::config::{GroupAssignment, Settings, UserLookup};
 use crate::metrics::Metrics;
 
 /// How a customer's Okta state differs from their newest update.
@@ -220,6 +225,10 @@ pub struct Report {
     pub healed: BTreeMap<Drift, u64>,
     /// Drifted customers left to the live writer (a newer record not yet applied).
     pub in_flight: u64,
+    /// Under `group_assignment = "rules"`: membership drift whose attributes were rewritten,
+    /// left to Okta's group rules (a user still wrong after their evaluation is on a rule's
+    /// exclude list: `okta-writer rules` shows how many).
+    pub left_to_rules: u64,
     /// Heals skipped by the applier (e.g. no Okta user and `missing_user = skip`), by reason.
     pub skipped: BTreeMap<String, u64>,
     /// Heals that failed: `shop/customer: error` (at most [`Report::FAILURES_KEPT`]).
@@ -263,6 +272,10 @@ impl Report {
             (
                 "left to the live writer (newer update in flight)",
                 self.in_flight,
+            ),
+            (
+                "attributes rewritten, membership left to the group rules",
+                self.left_to_rules,
             ),
             ("customers of undeclared shops", self.undeclared as u64),
             (
@@ -456,7 +469,10 @@ async fn heal(
                 report.in_flight += 1;
                 continue;
             }
+            let by_rules = applier.assignment == GroupAssignment::Rules && *d != Drift::Attributes;
             match applier.apply(&latest.update, &[], Trust::Nothing).await {
+                // The attributes are written; the membership is the group rules' to fix.
+                Ok(Outcome::Applied) if by_rules => report.left_to_rules += 1,
                 Ok(Outcome::Applied) => *report.healed.entry(*d).or_default() += 1,
                 Ok(Outcome::Skipped(reason)) => {
                     *report.skipped.entry(reason.to_owned()).or_default() += 1

@@ -12,6 +12,9 @@
 //!   addressed in a path and must be searched for.
 //! - Searches (`search=`) use Okta's filter syntax: `profile.email eq "a@example.com"`, string
 //!   literals in double quotes with `"` and `\` escaped.
+//! - Group rules (`/api/v1/groups/rules`) are created `INACTIVE` and changed by
+//!   `…/lifecycle/activate|deactivate` (204); only an `INACTIVE` rule can be replaced (`PUT`),
+//!   and never its `actions`.
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::Method;
@@ -31,6 +34,12 @@ pub enum Operation {
     ListGroupUsers,
     AddToGroup,
     RemoveFromGroup,
+    ListGroupRules,
+    CreateGroupRule,
+    ReplaceGroupRule,
+    DeleteGroupRule,
+    ActivateGroupRule,
+    DeactivateGroupRule,
     Token,
 }
 
@@ -47,6 +56,12 @@ impl Operation {
             Operation::ListGroupUsers => "listGroupUsers",
             Operation::AddToGroup => "assignUserToGroup",
             Operation::RemoveFromGroup => "unassignUserFromGroup",
+            Operation::ListGroupRules => "listGroupRules",
+            Operation::CreateGroupRule => "createGroupRule",
+            Operation::ReplaceGroupRule => "replaceGroupRule",
+            Operation::DeleteGroupRule => "deleteGroupRule",
+            Operation::ActivateGroupRule => "activateGroupRule",
+            Operation::DeactivateGroupRule => "deactivateGroupRule",
             Operation::Token => "token",
         }
     }
@@ -66,17 +81,26 @@ impl Operation {
             Operation::GetUser | Operation::UpdateUser | Operation::CreateUser => {
                 has_id(body).map_err(|e| format!("user object expected: {e}"))
             }
+            Operation::CreateGroupRule | Operation::ReplaceGroupRule => {
+                has_id(body).map_err(|e| format!("group rule expected: {e}"))
+            }
             Operation::SearchUsers
             | Operation::ListUserGroups
             | Operation::SearchGroups
-            | Operation::ListGroupUsers => match body {
+            | Operation::ListGroupUsers
+            | Operation::ListGroupRules => match body {
                 Value::Array(items) => items
                     .iter()
                     .try_for_each(has_id)
                     .map_err(|e| format!("list item: {e}")),
                 _ => Err("a JSON array expected".into()),
             },
-            Operation::AddToGroup | Operation::RemoveFromGroup | Operation::Token => Ok(()),
+            Operation::AddToGroup
+            | Operation::RemoveFromGroup
+            | Operation::DeleteGroupRule
+            | Operation::ActivateGroupRule
+            | Operation::DeactivateGroupRule
+            | Operation::Token => Ok(()),
         }
     }
 
@@ -89,7 +113,13 @@ impl Operation {
             Operation::SearchGroups
             | Operation::ListGroupUsers
             | Operation::AddToGroup
-            | Operation::RemoveFromGroup => "groups",
+            | Operation::RemoveFromGroup
+            | Operation::ListGroupRules
+            | Operation::CreateGroupRule
+            | Operation::ReplaceGroupRule
+            | Operation::DeleteGroupRule
+            | Operation::ActivateGroupRule
+            | Operation::DeactivateGroupRule => "groups",
             Operation::Token => "token",
         }
     }
@@ -111,6 +141,64 @@ pub struct Group {
     pub kind: String,
     /// `profile.name`.
     pub name: Option<String>,
+}
+
+/// A group rule, as far as the writer reads one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRule {
+    pub id: String,
+    pub name: String,
+    /// `ACTIVE`, `INACTIVE` or `INVALID`.
+    pub status: String,
+    /// `conditions.expression.value`.
+    pub expression: String,
+    /// `actions.assignUserToGroups.groupIds`.
+    pub group_ids: Vec<String>,
+    /// `conditions.people.users.exclude`: users removed by hand from a rule's group.
+    pub excluded: usize,
+}
+
+impl GroupRule {
+    fn from_answer(v: &Value) -> GroupRule {
+        let text = |ptr: &str| {
+            v.pointer(ptr)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        GroupRule {
+            id: id_of(v),
+            name: text("/name"),
+            status: text("/status"),
+            expression: text("/conditions/expression/value"),
+            group_ids: v
+                .pointer("/actions/assignUserToGroups/groupIds")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            excluded: v
+                .pointer("/conditions/people/users/exclude")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len),
+        }
+    }
+
+    /// The body of `createGroupRule` / `replaceGroupRule`.
+    pub fn request(name: &str, expression: &str, group_id: &str) -> Value {
+        json!({
+            "type": "group_rule",
+            "name": name,
+            "conditions": {
+                "expression": {"value": expression, "type": "urn:okta:expression:1.0"},
+            },
+            "actions": {"assignUserToGroups": {"groupIds": [group_id]}},
+        })
+    }
 }
 
 // Answers reach these only after `Operation::check_body` accepted them: every object has an
@@ -264,6 +352,57 @@ impl OktaClient {
             .list_all(Operation::SearchGroups, &search("/api/v1/groups", &expr))
             .await?;
         Ok(found.iter().map(Group::from_answer).collect())
+    }
+
+    /// `listGroupRules` whose name contains `search`, every page.
+    pub async fn group_rules(&self, search_for: &str) -> Result<Vec<GroupRule>, Failure> {
+        let path = format!("{}&limit=200", search("/api/v1/groups/rules", search_for));
+        let found = self.list_all(Operation::ListGroupRules, &path).await?;
+        Ok(found.iter().map(GroupRule::from_answer).collect())
+    }
+
+    /// `createGroupRule` (Okta creates it `INACTIVE`).
+    pub async fn create_group_rule(&self, body: Value) -> Result<GroupRule, Failure> {
+        let r = self
+            .send(
+                Operation::CreateGroupRule,
+                Method::POST,
+                "/api/v1/groups/rules",
+                Some(body),
+            )
+            .await?;
+        Ok(GroupRule::from_answer(&r.body))
+    }
+
+    /// `replaceGroupRule` (the rule must be `INACTIVE`; its actions cannot change).
+    pub async fn replace_group_rule(&self, id: &str, body: Value) -> Result<GroupRule, Failure> {
+        let path = format!("/api/v1/groups/rules/{}", segment(id));
+        let r = self
+            .send(Operation::ReplaceGroupRule, Method::PUT, &path, Some(body))
+            .await?;
+        Ok(GroupRule::from_answer(&r.body))
+    }
+
+    /// `deleteGroupRule`; `remove_users` also takes out the memberships it made.
+    pub async fn delete_group_rule(&self, id: &str, remove_users: bool) -> Result<(), Failure> {
+        let path = format!(
+            "/api/v1/groups/rules/{}?removeUsers={remove_users}",
+            segment(id)
+        );
+        self.send(Operation::DeleteGroupRule, Method::DELETE, &path, None)
+            .await
+            .map(drop)
+    }
+
+    /// `activateGroupRule` (`active`) or `deactivateGroupRule`.
+    pub async fn set_group_rule_active(&self, id: &str, active: bool) -> Result<(), Failure> {
+        let (op, verb) = if active {
+            (Operation::ActivateGroupRule, "activate")
+        } else {
+            (Operation::DeactivateGroupRule, "deactivate")
+        };
+        let path = format!("/api/v1/groups/rules/{}/lifecycle/{verb}", segment(id));
+        self.send(op, Method::POST, &path, None).await.map(drop)
     }
 
     /// `listGroupUsers`: every member of the group (1,000 per page, Okta's largest).

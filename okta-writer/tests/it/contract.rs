@@ -162,6 +162,36 @@ async fn writer_requests_and_simulator_responses_follow_the_official_spec() {
         .is_err()); // updateUser 400
     okta_writer::groups_table(&s).await.unwrap(); // listGroupUsers
 
+    // Group rules: create + activate, replace (deactivate, PUT, activate), delete.
+    sim.shared
+        .declare_attribute("shopify_tier", okta_sim::AttrType::String);
+    sim.shared
+        .declare_attribute("shopify_tier_v2", okta_sim::AttrType::String);
+    let mut with_rules = s.clone();
+    with_rules.okta.profile_attributes = toml::from_str("shopify_tier = \"tier\"").unwrap();
+    let ruled = okta_writer::applier(&with_rules, metrics.clone())
+        .await
+        .unwrap();
+    okta_writer::rules::sync(&ruled.client, &ruled.stores, true)
+        .await
+        .unwrap();
+    ruled
+        .client
+        .create_group_rule(okta_writer::client::api::GroupRule::request(
+            "tierflow stale",
+            "user.shopify_tier==\"Gone\"",
+            &ruled.stores[0].groups.groups[0].id,
+        ))
+        .await
+        .unwrap();
+    with_rules.okta.profile_attributes = toml::from_str("shopify_tier_v2 = \"tier\"").unwrap();
+    let renamed = okta_writer::applier(&with_rules, metrics.clone())
+        .await
+        .unwrap();
+    okta_writer::rules::sync(&renamed.client, &renamed.stores, true)
+        .await
+        .unwrap();
+
     // Okta's 429 (a bucket of 1 request per window, asked twice).
     let tight = okta_sim::SimHandle::start(
         SimConfig {
@@ -246,6 +276,12 @@ async fn writer_requests_and_simulator_responses_follow_the_official_spec() {
         "listUsers",
         "createUser",
         "listGroupUsers",
+        "listGroupRules",
+        "createGroupRule",
+        "activateGroupRule",
+        "deactivateGroupRule",
+        "replaceGroupRule",
+        "deleteGroupRule",
     ] {
         assert!(
             operations.contains(op),

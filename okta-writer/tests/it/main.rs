@@ -8,4 +8,5 @@ mod crash;
 mod oauth;
 mod odd_answers;
 mod reconcile;
+mod rules;
 mod writer;
