@@ -713,7 +713,7 @@ mod tests {
         s.run_rules(3_000);
         assert!(s.groups[&vip].members.contains(&a));
         s.set_membership(&vip, &a, false).unwrap();
-        assert_eq!(s.rules.rules[&id].exclude, [a.clone()]);
+        assert_eq!(s.rules.rules[&id].exclude, std::slice::from_ref(&a));
         s.rules.schedule(Some(a.clone()), 4_000);
         s.run_rules(4_000);
         assert!(!s.groups[&vip].members.contains(&a));
