@@ -368,6 +368,7 @@ impl OktaClient {
             limiter: Arc::new(Limiter::new(
                 okta.rate_limit_share,
                 okta.rate_limit_margin,
+                okta.pacing,
                 okta.max_concurrency,
                 metrics.clone(),
             )),

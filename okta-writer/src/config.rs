@@ -135,6 +135,9 @@ pub struct OktaConfig {
     /// Share of that budget held back, for clock skew and requests racing the window reset.
     #[serde(deserialize_with = "de::from_str_or_native")]
     pub rate_limit_margin: f64,
+    /// How a window's share is spent: `spread` evenly over the window, or `burst` as fast as
+    /// requests come (see `limiter.rs`).
+    pub pacing: crate::limiter::Pacing,
     /// Most Okta requests in flight (Okta allows 75 concurrent per org, shared with everyone).
     #[serde(deserialize_with = "de::from_str_or_native")]
     pub max_concurrency: usize,
@@ -178,6 +181,7 @@ impl Default for OktaConfig {
             replaced_orders_count_attribute: None,
             rate_limit_share: 0.5,
             rate_limit_margin: 0.05,
+            pacing: crate::limiter::Pacing::Spread,
             max_concurrency: 16,
             request_timeout: Duration::from_secs(15),
             retry_initial_interval: Duration::from_millis(250),

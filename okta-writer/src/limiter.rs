@@ -11,6 +11,18 @@
 //! time goes out as a probe; once they are known no request is sent into an empty bucket, so
 //! 429s after the first response of a window mean another client spent our share.
 //!
+//! **Pacing** (`[okta] pacing`). `burst` lets a window's share go as fast as requests come, so
+//! under a backlog it is spent in the window's first moments and a change arriving later waits
+//! for the next window (up to a minute on Okta). `spread` releases the share evenly over the
+//! window: the floor a request must stay above falls linearly from
+//! `reserve + share × (1 - SPREAD_BURST)` at the window's start to `reserve` at its end, so a
+//! tenth of the share can go at once (an idle writer answers a lone change immediately) and the
+//! rest one request every `window / share`. Under a backlog, a tier change arriving mid-window
+//! (first in the queue, `queue.rs`) takes the next released request instead of waiting for the
+//! window to reset; the window's total is the same. The window's length is not in Okta's
+//! headers: it is learnt as the longest time-to-reset seen at a window's first response (60 s on
+//! Okta); until then a bucket paces as `burst`.
+//!
 //! Separately, in-flight requests are bounded by an adaptive concurrency limit: a 429 with
 //! `X-Rate-Limit-Limit: 0` is Okta's concurrency violation, which halves the limit; it grows
 //! back by one per 20 successful responses, up to `max_concurrency`.
@@ -43,10 +55,25 @@ impl RateHeaders {
     }
 }
 
+/// How a window's share is spent (`[okta] pacing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pacing {
+    /// As fast as requests come, until the share is spent.
+    Burst,
+    /// Evenly over the window (after an initial tenth).
+    Spread,
+}
+
+/// Share of a window's budget `spread` releases at the window's start.
+const SPREAD_BURST: f64 = 0.1;
+
 #[derive(Debug, Default)]
 struct BucketState {
     /// `(limit, remaining estimate, reset epoch second)` while the window is known.
     known: Option<(u64, i64, u64)>,
+    /// The window's length in seconds, learnt (0 until a window's first response is seen).
+    window: f64,
     in_flight: u32,
     /// Requests sent in this bucket so far; a permit carries its sequence number.
     sent: u64,
@@ -66,6 +93,7 @@ struct State {
 pub struct Limiter {
     share: f64,
     margin: f64,
+    pacing: Pacing,
     max_concurrency: usize,
     /// Slack after a reset before probing the new window (clock skew, server-side rounding).
     reset_grace: Duration,
@@ -95,11 +123,18 @@ fn now_epoch() -> f64 {
 }
 
 impl Limiter {
-    pub fn new(share: f64, margin: f64, max_concurrency: usize, metrics: Metrics) -> Limiter {
+    pub fn new(
+        share: f64,
+        margin: f64,
+        pacing: Pacing,
+        max_concurrency: usize,
+        metrics: Metrics,
+    ) -> Limiter {
         metrics.concurrency_limit.set(max_concurrency as i64);
         Limiter {
             share,
             margin,
+            pacing,
             max_concurrency,
             reset_grace: Duration::from_millis(100),
             state: Mutex::new(State {
@@ -123,6 +158,30 @@ impl Limiter {
         limit as i64 - ours.max(1)
     }
 
+    /// The remaining count a request must stay above at `now`, and, when it does not, how long
+    /// until the floor next drops by one (spread pacing) or the window resets.
+    fn floor(&self, limit: u64, reset: u64, window: f64, now: f64) -> (i64, Option<f64>) {
+        let reserve = self.reserve(limit);
+        if self.pacing == Pacing::Burst || window <= 0.0 {
+            return (reserve, None);
+        }
+        let ours = (limit as i64 - reserve) as f64;
+        let left = (reset as f64 - now).clamp(0.0, window);
+        // Not yet released: the share times the part of the window still ahead, less the burst.
+        let held = (ours * (1.0 - SPREAD_BURST) * left / window).floor();
+        let step = window / (ours * (1.0 - SPREAD_BURST)).max(1.0);
+        (reserve + held as i64, Some(step.min(left)))
+    }
+
+    /// Requests per second this writer may send in `bucket` (its share of the learnt window),
+    /// once the bucket's limit and window are known.
+    pub fn granted_per_second(&self, bucket: &str) -> Option<f64> {
+        let st = self.lock();
+        let b = st.buckets.get(bucket)?;
+        let (limit, _, _) = b.known?;
+        (b.window > 0.0).then(|| (limit as i64 - self.reserve(limit)) as f64 / b.window)
+    }
+
     /// Wait until a request in `bucket` may go.
     pub async fn acquire(&self, bucket: &'static str) -> Permit<'_> {
         let mut waited = false;
@@ -135,7 +194,6 @@ impl Limiter {
                 let now = now_epoch();
                 let grace = self.reset_grace.as_secs_f64();
                 let concurrency_ok = st.in_flight < st.concurrency;
-                let reserve_of = |limit| self.reserve(limit);
                 let b = st.buckets.entry(bucket).or_default();
                 if let Some((_, _, reset)) = b.known {
                     if now >= reset as f64 + grace {
@@ -145,8 +203,16 @@ impl Limiter {
                 let (bucket_ok, until_reset) = match b.known {
                     None => (b.in_flight == 0, None),
                     Some((limit, remaining, reset)) => {
-                        let ok = remaining > reserve_of(limit);
-                        (ok, (!ok).then_some(reset as f64 + grace - now))
+                        let (floor, next_step) = self.floor(limit, reset, b.window, now);
+                        let ok = remaining > floor;
+                        let until_reset = reset as f64 + grace - now;
+                        // Spread pacing: the floor drops again before the reset.
+                        let wait = if remaining > self.reserve(limit) {
+                            next_step.map_or(until_reset, |s| s.min(until_reset))
+                        } else {
+                            until_reset
+                        };
+                        (ok, (!ok).then_some(wait))
                     }
                 };
                 if concurrency_ok && bucket_ok {
@@ -263,6 +329,9 @@ impl Permit<'_> {
             // unanswered may not be counted yet.
             _ => {
                 let uncounted = b.unanswered.range(self.seq + 1..).count() as i64;
+                // The window is at least as long as the time to its reset seen now.
+                let to_reset = (h.reset as f64 - now).min(CLAMPED_WINDOW_SECS as f64);
+                b.window = b.window.max(to_reset);
                 Some((h.limit, reported - uncounted, h.reset))
             }
         };
@@ -304,11 +373,28 @@ mod tests {
     use super::*;
 
     fn limiter(max: usize) -> Limiter {
-        Limiter::new(0.5, 0.0, max, Metrics::unregistered())
+        Limiter::new(0.5, 0.0, Pacing::Burst, max, Metrics::unregistered())
     }
 
     fn reset_in(secs: u64) -> u64 {
         now_epoch() as u64 + secs
+    }
+
+    #[test]
+    fn spread_pacing_releases_a_tenth_then_the_rest_evenly_and_burst_all_at_once() {
+        let spread = Limiter::new(0.5, 0.0, Pacing::Spread, 4, Metrics::unregistered());
+        let burst = Limiter::new(0.5, 0.0, Pacing::Burst, 4, Metrics::unregistered());
+        // limit 100: 50 ours, 50 reserved; a 60 s window resetting at t = 1060.
+        let floor = |l: &Limiter, now: f64| l.floor(100, 1060, 60.0, now).0;
+        assert_eq!(floor(&spread, 1000.0), 95, "5 (a tenth of 50) at the start");
+        assert_eq!(floor(&spread, 1030.0), 72, "half of the rest by mid-window");
+        assert_eq!(floor(&spread, 1060.0), 50, "all of it by the end");
+        assert_eq!(floor(&burst, 1000.0), 50);
+        // Until the window's length is learnt, spread behaves as burst.
+        assert_eq!(spread.floor(100, 1060, 0.0, 1000.0).0, 50);
+        // The next release is one step away: 60 s / 45.
+        let step = spread.floor(100, 1060, 60.0, 1030.0).1.unwrap();
+        assert!((step - 60.0 / 45.0).abs() < 1e-9, "{step}");
     }
 
     #[tokio::test]
@@ -376,7 +462,7 @@ mod tests {
 
     #[test]
     fn the_share_of_a_bucket() {
-        let l = Limiter::new(0.5, 0.05, 4, Metrics::unregistered());
+        let l = Limiter::new(0.5, 0.05, Pacing::Burst, 4, Metrics::unregistered());
         assert_eq!(l.reserve(40), 21, "19 of 40 are ours");
         assert_eq!(l.reserve(600), 315, "285 of 600");
         assert_eq!(l.reserve(1), 0, "at least one request per window");

@@ -2,7 +2,7 @@
 //! buckets, reasons); no customer id, email or Okta user id is ever a label.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    exponential_buckets, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
 
@@ -55,6 +55,9 @@ pub struct Metrics {
     pub waiting_customers: IntGaugeVec,
     /// `tierflow_okta_writer_user_cache_total{result}`: hit or miss.
     pub user_cache: IntCounterVec,
+    /// `tierflow_okta_writer_drain_forecast_seconds{bucket}`: the calls the waiting customers
+    /// need in each rate-limit bucket over the budget the limiter grants there.
+    pub drain_forecast: GaugeVec,
 }
 
 impl Metrics {
@@ -168,6 +171,13 @@ impl Metrics {
                 "Customer to Okta user lookups by result (hit, miss).",
                 &["result"],
             )?,
+            drain_forecast: GaugeVec::new(
+                Opts::new(
+                    "tierflow_okta_writer_drain_forecast_seconds",
+                    "Seconds until the customers the writer holds are applied, per rate-limit bucket: the calls they need there over the budget granted there (share of the limit per window).",
+                ),
+                &["bucket"],
+            )?,
         };
         // Known label values start at 0, so rate() and alerts see a series before the first
         // event (a dead letter should raise an alert, not create its series).
@@ -206,6 +216,7 @@ impl Metrics {
         registry.register(Box::new(m.customers_in_flight.clone()))?;
         registry.register(Box::new(m.waiting_customers.clone()))?;
         registry.register(Box::new(m.user_cache.clone()))?;
+        registry.register(Box::new(m.drain_forecast.clone()))?;
         Ok(m)
     }
 
