@@ -192,6 +192,9 @@ impl Metrics {
         for lane in ["urgent", "spend_only"] {
             m.waiting_customers.with_label_values(&[lane]).set(0);
         }
+        for bucket in ["users_update", "groups"] {
+            m.drain_forecast.with_label_values(&[bucket]).set(0.0);
+        }
         for outcome in ["applied", "skipped", "dead_lettered", "coalesced"] {
             m.updates.with_label_values(&[outcome]).inc_by(0);
         }

@@ -93,6 +93,9 @@ pub struct Sample {
     /// Records the writer finished, every outcome (applied, skipped, coalesced,
     /// dead-lettered).
     pub writer_done: f64,
+    /// The writer's forecast per rate-limit bucket, seconds
+    /// (`tierflow_okta_writer_drain_forecast_seconds{bucket}`).
+    pub budget_forecast: BTreeMap<String, f64>,
 }
 
 impl Sample {
@@ -131,6 +134,7 @@ const KEEP_CHANGES: usize = 20;
 pub async fn scrape(http: &reqwest::Client, endpoints: &Endpoints) -> Sample {
     let mut lines = Vec::new();
     let (mut writer_lag, mut writer_done) = (0.0, 0.0);
+    let mut budget_forecast = BTreeMap::new();
     for addr in [
         endpoints.ingest_admin,
         endpoints.segmenter_admin,
@@ -142,6 +146,14 @@ pub async fn scrape(http: &reqwest::Client, endpoints: &Endpoints) -> Sample {
                 if addr == endpoints.writer_admin {
                     writer_lag = sum(&parsed, "kafka_consumergroup_lag", |_| true);
                     writer_done = sum(&parsed, "tierflow_okta_writer_updates_total", |_| true);
+                    for l in parsed
+                        .iter()
+                        .filter(|l| l.name == "tierflow_okta_writer_drain_forecast_seconds")
+                    {
+                        if let Some(bucket) = l.labels.get("bucket") {
+                            budget_forecast.insert(bucket.clone(), l.value);
+                        }
+                    }
                 }
                 lines.extend(parsed);
             }
@@ -179,6 +191,7 @@ pub async fn scrape(http: &reqwest::Client, endpoints: &Endpoints) -> Sample {
         lag,
         writer_lag,
         writer_done,
+        budget_forecast,
     }
 }
 
