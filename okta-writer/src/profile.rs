@@ -26,6 +26,18 @@ pub enum ProfileField {
     Currency,
     /// The tier's name (not its group); an Okta `string`.
     Tier,
+    /// The last counted order's id (decimal; Shopify ids exceed an Okta integer); `string`.
+    LastOrderId,
+    /// The last counted order's name (e.g. `#1001`); `string`.
+    LastOrderName,
+    /// `created_at` of the first counted order, RFC 3339 UTC; `string`.
+    FirstOrderAt,
+    /// `created_at` of the last counted order, RFC 3339 UTC; `string`.
+    LastOrderAt,
+    /// Email marketing consent state (`subscribed`, `not_subscribed`, ...); `string`.
+    EmailMarketingConsent,
+    /// The customer's Shopify tags (comma-separated); `string`.
+    Tags,
 }
 
 impl ProfileField {
@@ -34,7 +46,14 @@ impl ProfileField {
         match self {
             ProfileField::TotalSpent => "number",
             ProfileField::OrdersCount => "integer",
-            ProfileField::Currency | ProfileField::Tier => "string",
+            ProfileField::Currency
+            | ProfileField::Tier
+            | ProfileField::LastOrderId
+            | ProfileField::LastOrderName
+            | ProfileField::FirstOrderAt
+            | ProfileField::LastOrderAt
+            | ProfileField::EmailMarketingConsent
+            | ProfileField::Tags => "string",
         }
     }
 
@@ -44,6 +63,12 @@ impl ProfileField {
             ProfileField::OrdersCount => json!(u.orders_count),
             ProfileField::Currency => json!(u.currency),
             ProfileField::Tier => json!(u.tier.as_ref().map(|t| &t.name)),
+            ProfileField::LastOrderId => json!(u.facts.last_order_id.map(|id| id.to_string())),
+            ProfileField::LastOrderName => json!(u.facts.last_order_name),
+            ProfileField::FirstOrderAt => json!(u.facts.first_order_at),
+            ProfileField::LastOrderAt => json!(u.facts.last_order_at),
+            ProfileField::EmailMarketingConsent => json!(u.facts.email_marketing_consent),
+            ProfileField::Tags => json!(u.facts.tags),
         }
     }
 }
@@ -231,6 +256,37 @@ mod tests {
         assert!(bad.problem().is_some());
         let base: ProfileAttributes = toml::from_str("email = \"tier\"").unwrap();
         assert!(base.problem().unwrap().contains("base attribute"));
+    }
+
+    #[test]
+    fn the_customer_facts_are_rows_too_written_as_strings() {
+        let table: ProfileAttributes = toml::from_str(
+            "last_id = \"last_order_id\"\nlast_name = \"last_order_name\"\n\
+             first_at = \"first_order_at\"\nlast_at = \"last_order_at\"\n\
+             consent = \"email_marketing_consent\"\ntags = \"tags\"",
+        )
+        .unwrap();
+        let mut u = update("segment");
+        assert_eq!(
+            Value::Object(table.patch(&u)),
+            json!({"last_id": null, "last_name": null, "first_at": null, "last_at": null, "consent": null, "tags": null}),
+            "unknown facts are null"
+        );
+        u.facts = schemas::CustomerFacts {
+            last_order_id: Some(820_982_911_946_154_508),
+            last_order_name: Some("#1001".into()),
+            first_order_at: Some("2025-01-02T03:04:05Z".into()),
+            last_order_at: Some("2026-11-20T15:15:31Z".into()),
+            email_marketing_consent: Some("subscribed".into()),
+            tags: Some("vip, newsletter".into()),
+        };
+        assert_eq!(
+            Value::Object(table.patch(&u)),
+            json!({"last_id": "820982911946154508", "last_name": "#1001",
+                   "first_at": "2025-01-02T03:04:05Z", "last_at": "2026-11-20T15:15:31Z",
+                   "consent": "subscribed", "tags": "vip, newsletter"})
+        );
+        assert!(table.rows().all(|(_, f)| f.okta_type() == "string"));
     }
 
     #[test]

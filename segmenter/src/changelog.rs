@@ -31,6 +31,9 @@ pub struct OrderRecord {
     pub counted: bool,
     pub email: Option<String>,
     pub currency: Option<String>,
+    /// Absent in records written before order facts existed.
+    #[serde(default)]
+    pub facts: crate::normalize::OrderFacts,
 }
 
 impl OrderRecord {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::changelog::OrderRecord;
-use crate::normalize::NormalizedOrder;
+use crate::normalize::{NormalizedOrder, OrderFacts};
 
 /// Orders' version order: `updated_at`, then a content fingerprint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -44,6 +44,28 @@ struct OrderEntry {
     version: Version,
     amount: Decimal,
     counted: bool,
+    /// `created_at` (µs since the epoch; `i64::MIN` unknown), for first/last order.
+    created_at_us: i64,
+    name: Option<Box<str>>,
+}
+
+impl OrderEntry {
+    fn new(
+        order_id: u64,
+        version: Version,
+        amount: Decimal,
+        counted: bool,
+        facts: &OrderFacts,
+    ) -> Self {
+        OrderEntry {
+            order_id,
+            version,
+            amount,
+            counted,
+            created_at_us: facts.created_at_us.unwrap_or(i64::MIN),
+            name: facts.name.as_deref().map(Box::from),
+        }
+    }
 }
 
 /// Kept small on purpose: a million customers' states live in one hash table (about 72 bytes
@@ -55,6 +77,10 @@ struct CustomerState {
     contact_version: Version,
     orders: Box<[OrderEntry]>,
     currency: Option<Currency>,
+    /// `customer.tags` and `customer.email_marketing_consent.state`, from the same newest
+    /// version as the email.
+    tags: Option<Box<str>>,
+    consent: Option<Box<str>>,
 }
 
 impl Default for CustomerState {
@@ -64,6 +90,8 @@ impl Default for CustomerState {
             contact_version: Version::NONE,
             orders: Box::new([]),
             currency: None,
+            tags: None,
+            consent: None,
         }
     }
 }
@@ -120,6 +148,34 @@ pub struct Summary {
     pub orders_count: u64,
     pub email: Option<String>,
     pub currency: Option<String>,
+    pub facts: schemas::CustomerFacts,
+}
+
+/// RFC 3339 in UTC, to the second (as Shopify writes timestamps), from µs since the epoch.
+fn rfc3339(us: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// The customer's facts: first and last counted order (by `created_at`, ties by id), and the
+/// contact facts of the newest version.
+fn facts(state: &CustomerState) -> schemas::CustomerFacts {
+    let counted = || {
+        state
+            .orders
+            .iter()
+            .filter(|e| e.counted && e.created_at_us != i64::MIN)
+    };
+    let last = counted().max_by_key(|e| (e.created_at_us, e.order_id));
+    let first = counted().min_by_key(|e| (e.created_at_us, e.order_id));
+    schemas::CustomerFacts {
+        last_order_id: last.map(|e| e.order_id),
+        last_order_name: last.and_then(|e| e.name.as_deref().map(str::to_owned)),
+        first_order_at: first.and_then(|e| rfc3339(e.created_at_us)),
+        last_order_at: last.and_then(|e| rfc3339(e.created_at_us)),
+        email_marketing_consent: state.consent.as_deref().map(str::to_owned),
+        tags: state.tags.as_deref().map(str::to_owned),
+    }
 }
 
 /// Replace the entry with the same order id, or append; true when appended. Appending
@@ -138,8 +194,14 @@ fn upsert(orders: &mut Box<[OrderEntry]>, entry: OrderEntry) -> bool {
 }
 
 impl CustomerState {
-    /// Email and currency come from the customer's newest order version.
-    fn take_contact(&mut self, version: Version, email: Option<&str>, currency: Option<&str>) {
+    /// Email, currency, tags and consent come from the customer's newest order version.
+    fn take_contact(
+        &mut self,
+        version: Version,
+        email: Option<&str>,
+        currency: Option<&str>,
+        facts: &OrderFacts,
+    ) {
         if self.contact_version < version {
             self.contact_version = version;
             if let Some(e) = email {
@@ -147,6 +209,14 @@ impl CustomerState {
             }
             if let Some(c) = currency {
                 self.currency = Some(Currency::new(c));
+            }
+            // Absent (a body of an API version without them) keeps what is known; removed tags
+            // arrive as "".
+            if let Some(t) = facts.tags.as_deref() {
+                self.tags = Some(t.into());
+            }
+            if let Some(c) = facts.email_marketing_consent.as_deref() {
+                self.consent = Some(c.into());
             }
         }
     }
@@ -162,6 +232,17 @@ pub fn fingerprint(o: &NormalizedOrder, counted: bool) -> u32 {
     h.update(o.currency.as_deref().unwrap_or("").as_bytes());
     h.update([0]);
     h.update(o.email.as_deref().unwrap_or("").as_bytes());
+    // The facts too, so two versions with one `updated_at` differing only there still order
+    // the same way whatever their arrival; hashed only when known, so versions without them
+    // keep the fingerprints stored before they existed.
+    let f = &o.facts;
+    if *f != OrderFacts::default() {
+        for text in [&f.name, &f.tags, &f.email_marketing_consent] {
+            h.update([0, u8::from(text.is_some())]);
+            h.update(text.as_deref().unwrap_or("").as_bytes());
+        }
+        h.update(f.created_at_us.unwrap_or(i64::MIN).to_be_bytes());
+    }
     let d = h.finalize();
     u32::from_be_bytes(d[..4].try_into().expect("4 bytes"))
 }
@@ -231,12 +312,7 @@ impl Ledger {
             updated_at_us: order.updated_at_us,
             fingerprint: fingerprint(order, counted),
         };
-        let entry = OrderEntry {
-            order_id: order.order_id,
-            version,
-            amount: order.amount,
-            counted,
-        };
+        let entry = OrderEntry::new(order.order_id, version, order.amount, counted, &order.facts);
         if let Some(state) = self.customers.get(&key) {
             if let Some(existing) = state.orders.iter().find(|e| e.order_id == order.order_id) {
                 if existing.version >= version {
@@ -253,7 +329,12 @@ impl Ledger {
         if upsert(&mut state.orders, entry) {
             self.orders += 1;
         }
-        state.take_contact(version, order.email.as_deref(), order.currency.as_deref());
+        state.take_contact(
+            version,
+            order.email.as_deref(),
+            order.currency.as_deref(),
+            &order.facts,
+        );
         Ok(Some(OrderRecord {
             shop: self.shops[key.shop as usize].to_string(),
             customer_id: key.customer_id,
@@ -263,6 +344,7 @@ impl Ledger {
             counted,
             email: order.email.clone(),
             currency: order.currency.clone(),
+            facts: order.facts.clone(),
         }))
     }
 
@@ -272,12 +354,7 @@ impl Ledger {
     /// orders can hold one) is refused, as `apply` would have.
     pub fn restore(&mut self, r: &OrderRecord) -> Result<(), TotalOverflow> {
         let key = self.key(&r.shop, r.customer_id);
-        let entry = OrderEntry {
-            order_id: r.order_id,
-            version: r.version,
-            amount: r.amount,
-            counted: r.counted,
-        };
+        let entry = OrderEntry::new(r.order_id, r.version, r.amount, r.counted, &r.facts);
         let state = self.customers.entry(key).or_default();
         if !fits(&state.orders, &entry) {
             if state.orders.is_empty() {
@@ -288,7 +365,12 @@ impl Ledger {
         if upsert(&mut state.orders, entry) {
             self.orders += 1;
         }
-        state.take_contact(r.version, r.email.as_deref(), r.currency.as_deref());
+        state.take_contact(
+            r.version,
+            r.email.as_deref(),
+            r.currency.as_deref(),
+            &r.facts,
+        );
         Ok(())
     }
 
@@ -321,6 +403,7 @@ impl Ledger {
             orders_count,
             email: state.email.as_deref().map(str::to_owned),
             currency: state.currency.map(|c| c.as_str().to_owned()),
+            facts: facts(state),
         })
     }
 

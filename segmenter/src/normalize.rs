@@ -26,9 +26,32 @@ pub struct NormalizedOrder {
     pub cancelled: bool,
     pub test: bool,
     pub financial_status: Option<String>,
+    /// What the version says beyond spend (name, creation, the customer's tags and consent).
+    pub facts: OrderFacts,
+}
+
+/// An order version's facts for marketers ([`schemas::CustomerFacts`] is what the customer's
+/// orders add up to). Stored with the order in the ledger and the changelog.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct OrderFacts {
+    /// `name` (e.g. `#1001`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `created_at` in microseconds since the Unix epoch (absent or unparseable: unknown).
+    #[serde(default)]
+    pub created_at_us: Option<i64>,
+    /// `customer.tags`.
+    #[serde(default)]
+    pub tags: Option<String>,
+    /// `customer.email_marketing_consent.state`.
+    #[serde(default)]
+    pub email_marketing_consent: Option<String>,
 }
 
 /// What a record means to the segmenter.
+// One event lives per record being decided (a batch holds at most `batch_size`), never in
+// the ledger: boxing the order would buy nothing but an allocation per record.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Order(NormalizedOrder),
@@ -82,6 +105,8 @@ struct OrderBody {
     #[serde(default)]
     test: bool,
     financial_status: Option<String>,
+    name: Option<String>,
+    created_at: Option<String>,
 }
 
 /// `cancelled_at`: present and non-null means cancelled; the value itself does not matter.
@@ -95,6 +120,13 @@ enum IgnoredOrNull {
 struct CustomerBody {
     id: Option<ShopifyId>,
     email: Option<String>,
+    tags: Option<String>,
+    email_marketing_consent: Option<ConsentBody>,
+}
+
+#[derive(Deserialize)]
+struct ConsentBody {
+    state: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -198,6 +230,17 @@ fn normalize_order(body: &BodyFields<'_>) -> Result<Event, NormalizeError> {
         cancelled: b.cancelled_at.is_some(),
         test: b.test,
         financial_status: b.financial_status,
+        facts: OrderFacts {
+            name: b.name.filter(|n| !n.is_empty()),
+            // A marketing fact, not the spend rule's: unreadable means unknown, not quarantine.
+            created_at_us: b
+                .created_at
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp_micros()),
+            tags: customer.tags,
+            email_marketing_consent: customer.email_marketing_consent.and_then(|c| c.state),
+        },
     }))
 }
 

@@ -241,6 +241,7 @@ fn decide_order(
         Some(b) => {
             b.total_spent != after.total_spent
                 || b.orders_count != after.orders_count
+                || b.facts != after.facts
                 || previous_tier.as_ref() != Some(&tier)
         }
     };
@@ -284,6 +285,7 @@ fn redact(
         orders_count: 0,
         email: before.as_ref().and_then(|b| b.email.clone()),
         currency: None,
+        facts: schemas::CustomerFacts::default(),
     };
     let previous_tier = before
         .as_ref()
@@ -334,6 +336,7 @@ fn update(
             shopify_topic: meta.topic.as_str().to_owned(),
         },
         decided_at: decided_at.to_owned(),
+        facts: s.facts.clone(),
     };
     u.event_id = u.compute_event_id();
     u

@@ -22,6 +22,7 @@ pub fn changelog(customers: u64, per_customer: u64) -> impl Iterator<Item = (u64
                 counted: true,
                 email: Some(format!("customer-{customer_id}@example.com")),
                 currency: Some("USD".into()),
+                facts: Default::default(),
             };
             (c, r)
         })

@@ -19,7 +19,7 @@ async fn a_record_the_broker_refuses_on_its_own_becomes_a_marker() {
         &b,
         "customer.segments",
         PARTITIONS,
-        &[("max.message.bytes", "300")],
+        &[("max.message.bytes", "300"), ("cleanup.policy", "compact")],
     )
     .await;
     testkit::broker::ensure_pipeline_topics(&b, 1, PARTITIONS).await;

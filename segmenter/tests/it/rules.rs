@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use schemas::TierTable;
 use schemas::{ShopifyTopic, UpdateKind};
 use segmenter::ledger::Ledger;
-use segmenter::normalize::{normalize, Event, NormalizedOrder};
+use segmenter::normalize::{normalize, Event, NormalizedOrder, OrderFacts};
 use segmenter::rules::{decide, Decision, RecordMeta, Rules, SpendConfig};
 
 const SHOP: &str = "shop.myshopify.com";
@@ -37,6 +37,7 @@ fn order(order_id: u64, customer: u64, amount: &str, second: i64) -> NormalizedO
         cancelled: false,
         test: false,
         financial_status: Some("paid".into()),
+        facts: Default::default(),
     }
 }
 
@@ -140,6 +141,81 @@ fn redaction_clears_state_and_tells_the_writer() {
 }
 
 #[test]
+fn facts_follow_the_counted_orders_and_the_newest_version() {
+    let r = rules();
+    let mut l = Ledger::new();
+    let with = |id: u64, day: i64, second: i64, tags: &str, consent: &str| {
+        let mut o = order(id, 5, "20.00", second);
+        o.facts = OrderFacts {
+            name: Some(format!("#{id}")),
+            created_at_us: Some(1_735_689_600_000_000 + day * 86_400_000_000),
+            tags: Some(tags.into()),
+            email_marketing_consent: Some(consent.into()),
+        };
+        o
+    };
+    let facts = |d: &Decision| d.updates.last().unwrap().facts.clone();
+    let d = apply(&r, &mut l, with(1001, 0, 1, "new", "subscribed"));
+    assert_eq!(facts(&d).last_order_name.as_deref(), Some("#1001"));
+    assert_eq!(
+        facts(&d).first_order_at.as_deref(),
+        Some("2025-01-01T00:00:00Z")
+    );
+    let d = apply(&r, &mut l, with(1002, 3, 2, "new, vip", "unsubscribed"));
+    let f = facts(&d);
+    assert_eq!(
+        (f.last_order_id, f.last_order_name.as_deref()),
+        (Some(1002), Some("#1002"))
+    );
+    assert_eq!(f.last_order_at.as_deref(), Some("2025-01-04T00:00:00Z"));
+    assert_eq!(f.first_order_at.as_deref(), Some("2025-01-01T00:00:00Z"));
+    assert_eq!(f.tags.as_deref(), Some("new, vip"));
+    assert_eq!(f.email_marketing_consent.as_deref(), Some("unsubscribed"));
+    // An older version of the first order changes nothing; the newest version's contact facts
+    // stand even when it is of an older order.
+    let d = apply(&r, &mut l, with(1001, 0, 3, "vip", "subscribed"));
+    assert_eq!(facts(&d).tags.as_deref(), Some("vip"));
+    assert_eq!(facts(&d).last_order_id, Some(1002));
+    // The last order cancelled: the last counted one is the first again, and an update says so
+    // though the total alone would have told the same story.
+    let mut cancelled = with(1002, 3, 4, "vip", "subscribed");
+    cancelled.cancelled = true;
+    let d = apply(&r, &mut l, cancelled);
+    let f = facts(&d);
+    assert_eq!(f.last_order_id, Some(1001));
+    assert_eq!(f.last_order_at, f.first_order_at);
+}
+
+#[test]
+fn shopifys_documented_order_yields_its_name_and_creation() {
+    let body = include_bytes!("../fixtures/shopify-2025-07-orders-create.json");
+    let Event::Order(o) = normalize(ShopifyTopic::OrdersCreate, body).unwrap() else {
+        panic!("an order");
+    };
+    assert_eq!(o.facts.name.as_deref(), Some("#9999"));
+    // 2021-12-31T19:00:00-05:00
+    assert_eq!(o.facts.created_at_us, Some(1_640_995_200_000_000));
+    // The documented example's customer has neither; the published schema lists both.
+    assert_eq!(o.facts.tags, None);
+    assert_eq!(o.facts.email_marketing_consent, None);
+    let mut tagged: serde_json::Value = serde_json::from_slice(body).unwrap();
+    tagged["customer"]["tags"] = "vip, wholesale".into();
+    tagged["customer"]["email_marketing_consent"] = serde_json::json!({"state": "subscribed", "opt_in_level": "single_opt_in", "consent_updated_at": null});
+    let Event::Order(o) = normalize(
+        ShopifyTopic::OrdersCreate,
+        &serde_json::to_vec(&tagged).unwrap(),
+    )
+    .unwrap() else {
+        panic!("an order");
+    };
+    assert_eq!(o.facts.tags.as_deref(), Some("vip, wholesale"));
+    assert_eq!(
+        o.facts.email_marketing_consent.as_deref(),
+        Some("subscribed")
+    );
+}
+
+#[test]
 fn rule_version_tracks_the_table_and_the_spend_settings() {
     let a = rules();
     assert_eq!(a.version(), rules().version());
@@ -174,6 +250,13 @@ fn to_order(customer: u64, (idx, cents, second, cancelled, status): Spec) -> Nor
     o.amount = Decimal::new(cents, 2);
     o.cancelled = cancelled;
     o.financial_status = Some(STATUSES[status].into());
+    // Facts that differ between versions, so order independence covers them too.
+    o.facts = OrderFacts {
+        name: Some(format!("#{}", 1000 + idx)),
+        created_at_us: Some(1_700_000_000_000_000 + idx as i64 * 86_400_000_000),
+        tags: Some(format!("t{}", cents % 3)),
+        email_marketing_consent: Some(["subscribed", "unsubscribed"][status % 2].into()),
+    };
     o
 }
 

@@ -108,6 +108,7 @@ pub fn update(customer: u64, cents: i64, orders: u64, previous: Option<&str>) ->
             shopify_topic: "orders/paid".into(),
         },
         decided_at: "2026-11-20T10:00:00Z".into(),
+        facts: Default::default(),
     };
     u.event_id = u.compute_event_id();
     u
