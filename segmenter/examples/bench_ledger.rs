@@ -93,7 +93,14 @@ fn memory(customers: u64, per_customer: u64) {
                 cancelled: false,
                 test: false,
                 financial_status: Some("paid".into()),
-                facts: Default::default(),
+                // What orders/* bodies carry: every order a name and creation time, and
+                // (from the customer object) tags on every fourth customer and a consent state.
+                facts: segmenter::normalize::OrderFacts {
+                    name: Some(format!("#{}", 1000 + order_id % 1_000_000)),
+                    created_at_us: Some(1_735_689_600_000_000 + i as i64 * 86_400_000_000),
+                    tags: (c % 4 == 0).then(|| "vip, newsletter".to_owned()),
+                    email_marketing_consent: Some("subscribed".into()),
+                },
             };
             let counted = rules.spend.counts(&o);
             ledger.apply(key, &o, counted).expect("in range");

@@ -44,9 +44,115 @@ struct OrderEntry {
     version: Version,
     amount: Decimal,
     counted: bool,
-    /// `created_at` (µs since the epoch; `i64::MIN` unknown), for first/last order.
-    created_at_us: i64,
-    name: Option<Box<str>>,
+    /// `created_at` in seconds since 2000-01-01 (Shopify's resolution); 0 unknown.
+    created_at: u32,
+    name: CompactName,
+}
+
+/// 2000-01-01T00:00:00Z in seconds since the Unix epoch.
+const EPOCH_2000: i64 = 946_684_800;
+
+fn compact_time(us: Option<i64>) -> u32 {
+    us.map(|us| us.div_euclid(1_000_000) - EPOCH_2000)
+        .and_then(|s| u32::try_from(s).ok())
+        .unwrap_or(0)
+}
+
+/// An order name without an allocation: Shopify writes names as the shop's prefix, the
+/// order number and the shop's suffix (`#1001`, `SO-1001-EU`), so the number is kept inline
+/// and the prefix/suffix pair is interned once per ledger ([`Forms`]). Names without a
+/// number (or with one beyond `u32`, or a leading zero) are interned whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CompactName {
+    number: u32,
+    /// Index into [`Forms`]; `u16::MAX`: no name.
+    form: u16,
+}
+
+impl CompactName {
+    const NONE: CompactName = CompactName {
+        number: 0,
+        form: u16::MAX,
+    };
+}
+
+/// Interned strings that repeat across customers: name forms `(prefix, suffix, numbered)`,
+/// and consent states. Bounded: past the bound a new value is not stored (unknown), so a
+/// stream of odd names cannot grow it without end.
+#[derive(Debug, Default)]
+struct Forms {
+    names: Vec<(Box<str>, Box<str>, bool)>,
+    consents: Vec<Box<str>>,
+}
+
+impl Forms {
+    fn name(&mut self, name: Option<&str>) -> CompactName {
+        let Some(name) = name else {
+            return CompactName::NONE;
+        };
+        // The last run of digits is the order number.
+        let end = name.rfind(|c: char| c.is_ascii_digit()).map(|i| i + 1);
+        let split = end.map(|e| {
+            let s = name[..e]
+                .rfind(|c: char| !c.is_ascii_digit())
+                .map_or(0, |i| i + 1);
+            (s, e)
+        });
+        let (prefix, number, suffix) = match split {
+            Some((s, e)) => match name[s..e].parse::<u32>() {
+                Ok(n) if !name[s..e].starts_with('0') || e - s == 1 => {
+                    (&name[..s], Some(n), &name[e..])
+                }
+                _ => (name, None, ""),
+            },
+            None => (name, None, ""),
+        };
+        let key = (prefix, suffix, number.is_some());
+        let form = match self
+            .names
+            .iter()
+            .position(|(p, s, n)| (&**p, &**s, *n) == key)
+        {
+            Some(i) => i,
+            None if self.names.len() < usize::from(u16::MAX - 1) => {
+                self.names
+                    .push((prefix.into(), suffix.into(), number.is_some()));
+                self.names.len() - 1
+            }
+            None => return CompactName::NONE,
+        };
+        CompactName {
+            number: number.unwrap_or(0),
+            form: u16::try_from(form).expect("bounded above"),
+        }
+    }
+
+    fn render(&self, name: CompactName) -> Option<String> {
+        let (prefix, suffix, numbered) = self.names.get(usize::from(name.form))?;
+        Some(if *numbered {
+            format!("{prefix}{}{suffix}", name.number)
+        } else {
+            prefix.to_string()
+        })
+    }
+
+    /// A consent state's index + 1 (0: unknown).
+    fn consent(&mut self, state: Option<&str>) -> u8 {
+        let Some(state) = state else { return 0 };
+        match self.consents.iter().position(|c| &**c == state) {
+            Some(i) => u8::try_from(i + 1).unwrap_or(0),
+            None if self.consents.len() < 254 => {
+                self.consents.push(state.into());
+                u8::try_from(self.consents.len()).unwrap_or(0)
+            }
+            None => 0,
+        }
+    }
+
+    fn render_consent(&self, c: u8) -> Option<String> {
+        let i = usize::from(c.checked_sub(1)?);
+        self.consents.get(i).map(|s| s.to_string())
+    }
 }
 
 impl OrderEntry {
@@ -56,14 +162,15 @@ impl OrderEntry {
         amount: Decimal,
         counted: bool,
         facts: &OrderFacts,
+        forms: &mut Forms,
     ) -> Self {
         OrderEntry {
             order_id,
             version,
             amount,
             counted,
-            created_at_us: facts.created_at_us.unwrap_or(i64::MIN),
-            name: facts.name.as_deref().map(Box::from),
+            created_at: compact_time(facts.created_at_us),
+            name: forms.name(facts.name.as_deref()),
         }
     }
 }
@@ -77,10 +184,10 @@ struct CustomerState {
     contact_version: Version,
     orders: Box<[OrderEntry]>,
     currency: Option<Currency>,
-    /// `customer.tags` and `customer.email_marketing_consent.state`, from the same newest
-    /// version as the email.
+    /// `customer.tags` and `customer.email_marketing_consent.state` (interned, 0 unknown),
+    /// from the same newest version as the email.
     tags: Option<Box<str>>,
-    consent: Option<Box<str>>,
+    consent: u8,
 }
 
 impl Default for CustomerState {
@@ -91,7 +198,7 @@ impl Default for CustomerState {
             orders: Box::new([]),
             currency: None,
             tags: None,
-            consent: None,
+            consent: 0,
         }
     }
 }
@@ -151,29 +258,29 @@ pub struct Summary {
     pub facts: schemas::CustomerFacts,
 }
 
-/// RFC 3339 in UTC, to the second (as Shopify writes timestamps), from µs since the epoch.
-fn rfc3339(us: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp_micros(us)
+/// RFC 3339 in UTC, to the second (as Shopify writes timestamps).
+fn rfc3339(compact: u32) -> Option<String> {
+    chrono::DateTime::from_timestamp(EPOCH_2000 + i64::from(compact), 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 /// The customer's facts: first and last counted order (by `created_at`, ties by id), and the
 /// contact facts of the newest version.
-fn facts(state: &CustomerState) -> schemas::CustomerFacts {
+fn facts(state: &CustomerState, forms: &Forms) -> schemas::CustomerFacts {
     let counted = || {
         state
             .orders
             .iter()
-            .filter(|e| e.counted && e.created_at_us != i64::MIN)
+            .filter(|e| e.counted && e.created_at != 0)
     };
-    let last = counted().max_by_key(|e| (e.created_at_us, e.order_id));
-    let first = counted().min_by_key(|e| (e.created_at_us, e.order_id));
+    let last = counted().max_by_key(|e| (e.created_at, e.order_id));
+    let first = counted().min_by_key(|e| (e.created_at, e.order_id));
     schemas::CustomerFacts {
         last_order_id: last.map(|e| e.order_id),
-        last_order_name: last.and_then(|e| e.name.as_deref().map(str::to_owned)),
-        first_order_at: first.and_then(|e| rfc3339(e.created_at_us)),
-        last_order_at: last.and_then(|e| rfc3339(e.created_at_us)),
-        email_marketing_consent: state.consent.as_deref().map(str::to_owned),
+        last_order_name: last.and_then(|e| forms.render(e.name)),
+        first_order_at: first.and_then(|e| rfc3339(e.created_at)),
+        last_order_at: last.and_then(|e| rfc3339(e.created_at)),
+        email_marketing_consent: forms.render_consent(state.consent),
         tags: state.tags.as_deref().map(str::to_owned),
     }
 }
@@ -201,6 +308,7 @@ impl CustomerState {
         email: Option<&str>,
         currency: Option<&str>,
         facts: &OrderFacts,
+        forms: &mut Forms,
     ) {
         if self.contact_version < version {
             self.contact_version = version;
@@ -215,8 +323,8 @@ impl CustomerState {
             if let Some(t) = facts.tags.as_deref() {
                 self.tags = Some(t.into());
             }
-            if let Some(c) = facts.email_marketing_consent.as_deref() {
-                self.consent = Some(c.into());
+            if facts.email_marketing_consent.is_some() {
+                self.consent = forms.consent(facts.email_marketing_consent.as_deref());
             }
         }
     }
@@ -254,6 +362,7 @@ pub struct Ledger {
     shop_ids: HashMap<Box<str>, u32>,
     customers: HashMap<CustomerKey, CustomerState>,
     orders: usize,
+    forms: Forms,
 }
 
 impl Ledger {
@@ -312,7 +421,14 @@ impl Ledger {
             updated_at_us: order.updated_at_us,
             fingerprint: fingerprint(order, counted),
         };
-        let entry = OrderEntry::new(order.order_id, version, order.amount, counted, &order.facts);
+        let entry = OrderEntry::new(
+            order.order_id,
+            version,
+            order.amount,
+            counted,
+            &order.facts,
+            &mut self.forms,
+        );
         if let Some(state) = self.customers.get(&key) {
             if let Some(existing) = state.orders.iter().find(|e| e.order_id == order.order_id) {
                 if existing.version >= version {
@@ -334,6 +450,7 @@ impl Ledger {
             order.email.as_deref(),
             order.currency.as_deref(),
             &order.facts,
+            &mut self.forms,
         );
         Ok(Some(OrderRecord {
             shop: self.shops[key.shop as usize].to_string(),
@@ -354,7 +471,14 @@ impl Ledger {
     /// orders can hold one) is refused, as `apply` would have.
     pub fn restore(&mut self, r: &OrderRecord) -> Result<(), TotalOverflow> {
         let key = self.key(&r.shop, r.customer_id);
-        let entry = OrderEntry::new(r.order_id, r.version, r.amount, r.counted, &r.facts);
+        let entry = OrderEntry::new(
+            r.order_id,
+            r.version,
+            r.amount,
+            r.counted,
+            &r.facts,
+            &mut self.forms,
+        );
         let state = self.customers.entry(key).or_default();
         if !fits(&state.orders, &entry) {
             if state.orders.is_empty() {
@@ -370,6 +494,7 @@ impl Ledger {
             r.email.as_deref(),
             r.currency.as_deref(),
             &r.facts,
+            &mut self.forms,
         );
         Ok(())
     }
@@ -403,7 +528,7 @@ impl Ledger {
             orders_count,
             email: state.email.as_deref().map(str::to_owned),
             currency: state.currency.map(|c| c.as_str().to_owned()),
-            facts: facts(state),
+            facts: facts(state, &self.forms),
         })
     }
 
@@ -442,5 +567,48 @@ impl Ledger {
                 .then(a.customer_id.cmp(&b.customer_id))
         });
         keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_kept_as_number_and_interned_form() {
+        let mut f = Forms::default();
+        for name in [
+            "#1001",
+            "#1002",
+            "SO-1001-EU",
+            "0042",
+            "#0",
+            "draft",
+            "#99999999999",
+        ] {
+            let c = f.name(Some(name));
+            assert_eq!(f.render(c).as_deref(), Some(name), "{name}");
+        }
+        // `#1001`, `#1002` and `#0` share one form; a leading zero, no number and an oversized
+        // one are kept whole.
+        assert_eq!(f.names.len(), 5);
+        let none = f.name(None);
+        assert_eq!(f.render(none), None);
+        let subscribed = f.consent(Some("subscribed"));
+        assert_eq!(f.render_consent(subscribed).as_deref(), Some("subscribed"));
+        assert_eq!(f.consent(Some("subscribed")), 1);
+        let unknown = f.consent(None);
+        assert_eq!(f.render_consent(unknown), None);
+    }
+
+    #[test]
+    fn creation_times_keep_seconds_and_unknown_outside_the_range() {
+        let t = 1_640_995_200_000_000; // 2022-01-01T00:00:00Z
+        assert_eq!(
+            rfc3339(compact_time(Some(t))).as_deref(),
+            Some("2022-01-01T00:00:00Z")
+        );
+        assert_eq!(compact_time(Some(0)), 0, "before 2000: unknown");
+        assert_eq!(compact_time(None), 0);
     }
 }
