@@ -26,18 +26,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn run(mode: GroupAssignment, customers: u64) -> [f64; 3] {
     let broker = Broker::embedded(3);
     let bootstrap = broker.bootstrap_servers();
-    let groups: Vec<String> = TIERS.iter().map(|t| group(t)).collect();
-    let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
-    let mut seed = okta_sim::seed(&refs, &[]);
-    seed.attributes
-        .insert("shopify_tier".into(), okta_sim::AttrType::String);
-    for c in 0..customers {
-        seed.users.push(okta_sim::SeedUser {
-            login: email(c),
-            email: Some(email(c)),
-            ..Default::default()
-        });
-    }
+    let seed = seed_for_rules(customers);
     let sim = okta_sim::SimHandle::start(
         SimConfig {
             rule_delay: Duration::from_millis(200),

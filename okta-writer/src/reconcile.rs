@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset};
 use schemas::{SegmentUpdate, UpdateKind};
 use serde_json::{Map, Value};
@@ -106,19 +106,49 @@ fn customer_key(u: &SegmentUpdate) -> String {
     format!("{}/{}", u.shop, u.customer_id)
 }
 
+/// Per partition of `topic`, its (start, end) offsets now.
+fn watermarks(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
+    let partitions = service_runtime::kafka::partition_count(consumer, topic)?;
+    (0..partitions)
+        .map(|p| {
+            let marks = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .with_context(|| format!("reading the end of {topic}/{p}"))?;
+            Ok((p, marks))
+        })
+        .collect()
+}
+
+/// Each partition from `from` (or its start) up to its end now; partitions with nothing
+/// there (empty, or every record past retention) are left out, as a read of them would wait
+/// for a record that never comes.
+fn ranges_between(
+    from: &BTreeMap<i32, i64>,
+    now: &BTreeMap<i32, (i64, i64)>,
+) -> Vec<service_runtime::kafka::Range> {
+    now.iter()
+        .filter_map(|(&partition, &(low, end))| {
+            let start = from.get(&partition).copied().unwrap_or(low).max(low);
+            (end > start).then(|| service_runtime::kafka::Range {
+                partition,
+                start: Offset::Offset(start),
+                end,
+                len: u64::try_from(end - start).unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
 /// Read `customer.segments` as it is now; the newest record of each key wins.
 pub fn current_state(settings: &Settings, bootstrap: &str) -> anyhow::Result<CurrentState> {
     let topic = settings.topics.segments.as_str();
     let consumer = crate::dlq::topic_reader(settings, bootstrap, "tierflow-okta-reconcile")?;
-    let partitions = service_runtime::kafka::partition_count(&consumer, topic)?;
-    let mut state = CurrentState::default();
-    for p in 0..partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .with_context(|| format!("reading the end of {topic}/{p}"))?;
-        state.ends.insert(p, high);
-    }
-    let ranges = service_runtime::kafka::current_ranges(&consumer, topic, 0..partitions)?;
+    let now = watermarks(&consumer, topic)?;
+    let mut state = CurrentState {
+        ends: now.iter().map(|(&p, &(_, end))| (p, end)).collect(),
+        ..CurrentState::default()
+    };
+    let ranges = ranges_between(&BTreeMap::new(), &now);
     service_runtime::kafka::read_ranges(
         &consumer,
         topic,
@@ -156,20 +186,7 @@ fn changed_since(
 ) -> anyhow::Result<HashSet<String>> {
     let topic = settings.topics.segments.as_str();
     let consumer = crate::dlq::topic_reader(settings, bootstrap, "tierflow-okta-reconcile")?;
-    let mut ranges = Vec::new();
-    for (&partition, &read_to) in ends {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .with_context(|| format!("reading the end of {topic}/{partition}"))?;
-        if high > read_to {
-            ranges.push(service_runtime::kafka::Range {
-                partition,
-                start: Offset::Offset(read_to),
-                end: high,
-                len: u64::try_from(high - read_to)?,
-            });
-        }
-    }
+    let ranges = ranges_between(ends, &watermarks(&consumer, topic)?);
     let mut keys = HashSet::new();
     service_runtime::kafka::read_ranges(
         &consumer,
@@ -644,6 +661,20 @@ impl ReconcileMetrics {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn ranges_start_where_asked_and_skip_partitions_with_nothing_to_read() {
+        let now = BTreeMap::from([(0, (0, 10)), (1, (5, 5)), (2, (3, 8)), (3, (0, 0))]);
+        let all = ranges_between(&BTreeMap::new(), &now);
+        let got: Vec<_> = all.iter().map(|r| (r.partition, r.start, r.end)).collect();
+        assert_eq!(got, [(0, Offset::Offset(0), 10), (2, Offset::Offset(3), 8)]);
+        let since = ranges_between(&BTreeMap::from([(0, 10), (2, 6)]), &now);
+        let got: Vec<_> = since
+            .iter()
+            .map(|r| (r.partition, r.start, r.end))
+            .collect();
+        assert_eq!(got, [(2, Offset::Offset(6), 8)]);
+    }
 
     #[test]
     fn identities_compare_logins_and_emails_without_case() {

@@ -13,19 +13,7 @@ use okta_writer::config::GroupAssignment;
 async fn group_rules_move_users_on_one_call_per_tier_change() {
     let broker = broker();
     let bootstrap = broker.bootstrap_servers();
-    // Users in no tier group: rules only manage memberships they make.
-    let groups: Vec<String> = TIERS.iter().map(|t| group(t)).collect();
-    let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
-    let mut seed = okta_sim::seed(&refs, &[]);
-    seed.attributes
-        .insert("shopify_tier".into(), okta_sim::AttrType::String);
-    for c in 0..3 {
-        seed.users.push(okta_sim::SeedUser {
-            login: email(c),
-            email: Some(email(c)),
-            ..Default::default()
-        });
-    }
+    let seed = seed_for_rules(3);
     let sim = okta_sim::SimHandle::start(
         SimConfig {
             rule_delay: Duration::from_millis(200),

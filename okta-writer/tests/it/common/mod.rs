@@ -49,6 +49,24 @@ pub async fn sim(config: SimConfig, users: u64) -> SimHandle {
     SimHandle::start(config, &seed).await.unwrap()
 }
 
+/// A seed for group rules: the four tier groups, a `shopify_tier` string attribute, and users
+/// c0..c{n-1} in no tier group (rules only manage memberships they make).
+pub fn seed_for_rules(users: u64) -> okta_sim::Seed {
+    let groups: Vec<String> = TIERS.iter().map(|t| group(t)).collect();
+    let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let mut seed = okta_sim::seed(&refs, &[]);
+    seed.attributes
+        .insert("shopify_tier".into(), okta_sim::AttrType::String);
+    for c in 0..users {
+        seed.users.push(okta_sim::SeedUser {
+            login: email(c),
+            email: Some(email(c)),
+            ..Default::default()
+        });
+    }
+    seed
+}
+
 pub fn settings(bootstrap: &str, okta: &str, group_id: &str) -> Settings {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev.toml");
     let mut s =
