@@ -130,6 +130,19 @@ fn main() -> ExitCode {
     };
     if cli.service.check_config {
         println!("okta-writer: config is valid");
+        // What each store will write, so an operator can check the suffixes before Okta does.
+        if let Ok(stores) = settings.stores() {
+            for s in stores {
+                let attributes: Vec<&str> = s.attributes.names().collect();
+                let groups: Vec<&str> = s.groups.iter().map(|g| g.name.as_str()).collect();
+                println!(
+                    "store {}: attributes {}; tier groups {}",
+                    s.shop,
+                    attributes.join(", "),
+                    groups.join(", ")
+                );
+            }
+        }
         return ExitCode::SUCCESS;
     }
     service_runtime::run_service("okta-writer", async move {

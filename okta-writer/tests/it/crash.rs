@@ -112,6 +112,14 @@ async fn cli_check_config_groups_and_dlq_list() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // It shows what the store writes (TIERFLOW_OKTA__STORES: one store, plain names).
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "store {SHOP}: attributes shopify_orders_count, shopify_total_spent; tier groups Shopify Potential"
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let bad = command(&bootstrap, "http://okta.example.com")
         .arg("--check-config")
         .output()
