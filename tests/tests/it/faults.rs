@@ -83,7 +83,11 @@ async fn a_broker_outage_under_load_loses_nothing_that_was_acknowledged() {
         let e = pipeline.stop().await;
         panic!("{name} stopped during the outage: {e:?}");
     }
-    eventually(Duration::from_secs(120), || okta_mismatches(&sim, &want)).await;
+    // A deadline, not a speed check (it passes in ~30 s here): after every node of Apache
+    // Kafka is killed and restarted, the groups' recovery (session timeouts, rebalances, the
+    // segmenter's batch backoff up to 30 s) can take minutes on a loaded two-core CI machine;
+    // 120 s was missed once with 54 customers still behind.
+    eventually(Duration::from_secs(300), || okta_mismatches(&sim, &want)).await;
     assert_eq!(dead_letters(&pipeline).await, 0.0);
     pipeline.stop().await.unwrap();
 }
