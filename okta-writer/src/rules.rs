@@ -201,6 +201,14 @@ async fn create_active(client: &OktaClient, d: &Desired) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deactivate the rule if it is active: Okta replaces and deletes only inactive rules.
+async fn make_inactive(client: &OktaClient, id: &str, active: bool) -> anyhow::Result<()> {
+    if active {
+        client.set_group_rule_active(id, false).await?;
+    }
+    Ok(())
+}
+
 /// Carry out one step.
 async fn execute(client: &OktaClient, step: &Step) -> anyhow::Result<()> {
     match step {
@@ -212,9 +220,7 @@ async fn execute(client: &OktaClient, step: &Step) -> anyhow::Result<()> {
             active,
             desired: d,
         } => {
-            if *active {
-                client.set_group_rule_active(id, false).await?;
-            }
+            make_inactive(client, id, *active).await?;
             client
                 .replace_group_rule(id, GroupRule::request(&d.name, &d.expression, &d.group_id))
                 .await?;
@@ -225,16 +231,12 @@ async fn execute(client: &OktaClient, step: &Step) -> anyhow::Result<()> {
             active,
             desired: d,
         } => {
-            if *active {
-                client.set_group_rule_active(id, false).await?;
-            }
+            make_inactive(client, id, *active).await?;
             client.delete_group_rule(id, true).await?;
             create_active(client, d).await?;
         }
         Step::Delete { id, active, .. } => {
-            if *active {
-                client.set_group_rule_active(id, false).await?;
-            }
+            make_inactive(client, id, *active).await?;
             client.delete_group_rule(id, true).await?;
         }
     }

@@ -82,7 +82,18 @@ impl CompactName {
 #[derive(Debug, Default)]
 struct Forms {
     names: Vec<(Box<str>, Box<str>, bool)>,
+    /// Hash of a name form → its indexes in `names`: a shop whose names carry no number
+    /// interns each one whole, and a linear search per order would then cost up to 65,533
+    /// comparisons.
+    name_index: HashMap<u64, Vec<u16>>,
     consents: Vec<Box<str>>,
+}
+
+fn form_hash(key: (&str, &str, bool)) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 impl Forms {
@@ -108,22 +119,27 @@ impl Forms {
             None => (name, None, ""),
         };
         let key = (prefix, suffix, number.is_some());
-        let form = match self
-            .names
-            .iter()
-            .position(|(p, s, n)| (&**p, &**s, *n) == key)
-        {
+        let hash = form_hash(key);
+        let found = self.name_index.get(&hash).and_then(|candidates| {
+            candidates.iter().copied().find(|&i| {
+                let (p, s, n) = &self.names[usize::from(i)];
+                (&**p, &**s, *n) == key
+            })
+        });
+        let form = match found {
             Some(i) => i,
             None if self.names.len() < usize::from(u16::MAX - 1) => {
+                let i = u16::try_from(self.names.len()).expect("bounded above");
                 self.names
                     .push((prefix.into(), suffix.into(), number.is_some()));
-                self.names.len() - 1
+                self.name_index.entry(hash).or_default().push(i);
+                i
             }
             None => return CompactName::NONE,
         };
         CompactName {
             number: number.unwrap_or(0),
-            form: u16::try_from(form).expect("bounded above"),
+            form,
         }
     }
 

@@ -23,6 +23,10 @@ pub struct TopicSpec {
     pub configs: Vec<(&'static str, String)>,
     /// The changelog must have exactly as many partitions as the orders topic has.
     pub co_partitioned_with: Option<String>,
+    /// The pipeline cannot run on this topic unless it is compacted (the changelog: restores
+    /// would read every version ever written). Other compacted topics work on `delete`, with
+    /// less history: a difference there is a warning.
+    pub compaction_required: bool,
 }
 
 /// How the topics should be laid out (flags of `tierflow topics ensure`).
@@ -51,13 +55,17 @@ pub fn pipeline_topics(topics: &TopicsConfig, layout: Layout) -> Vec<TopicSpec> 
             ),
         ],
         co_partitioned_with: co.map(str::to_owned),
+        compaction_required: false,
     };
     vec![
         spec(&topics.orders, "delete", None),
         spec(&topics.orders_quarantine, "delete", None),
         spec(&topics.segments, "compact", None),
         spec(&topics.okta_dlq, "delete", None),
-        spec(&topics.ledger_changelog, "compact", Some(&topics.orders)),
+        TopicSpec {
+            compaction_required: true,
+            ..spec(&topics.ledger_changelog, "compact", Some(&topics.orders))
+        },
     ]
 }
 
@@ -201,12 +209,9 @@ fn ensure_once(
         for (key, want) in &spec.configs {
             let have = resource.get(key).and_then(|e| e.value.clone());
             if have.as_deref() != Some(want.as_str()) {
-                // Only the changelog cannot work uncompacted (restores would read every
-                // version ever written); a segments topic on `delete` keeps working, and the
-                // reconciler then sees only customers updated within its retention.
-                let fatal = *key == "cleanup.policy"
-                    && want == "compact"
-                    && spec.co_partitioned_with.is_some();
+                // A segments topic on `delete` keeps working; the reconciler then sees only
+                // customers updated within its retention.
+                let fatal = *key == "cleanup.policy" && spec.compaction_required;
                 drift.push((
                     format!(
                         "{key} = {}, want {want}",
