@@ -20,7 +20,22 @@ use crate::config::{ConfigError, KafkaConfig};
 /// than a silent override in either direction.
 /// What every tierflow producer keeps whatever `[kafka.client]` says: a record counts as
 /// written only once every in-sync replica has it, and retries never duplicate or reorder it.
-pub const ACKED_PRODUCER: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")];
+///
+/// One produce request in flight per broker connection: with librdkafka's default of five, a
+/// new producer sending to a partition whose leader is not ready yet (a topic just created, a
+/// leader election) can get its second request stored before its first, which the broker
+/// accepts (it holds no sequence state for a new producer id), and librdkafka then reports the
+/// first request's records delivered although the log never got them. CI caught it as a
+/// webhook answered 2xx and missing from the orders topic; the ingest test
+/// `every_2xx_survives_a_topic_whose_partitions_are_still_being_created` reproduces it (3 of
+/// 5 runs lost a record before this setting, none after), and confluent-kafka-go#921 reports
+/// the same loss during a preferred-leader election. The throughput price is in
+/// docs/BENCHMARKS.md.
+pub const ACKED_PRODUCER: &[(&str, &str)] = &[
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("max.in.flight.requests.per.connection", "1"),
+];
 
 /// A producer's config: `defaults` (which `[kafka.client]` may override) and
 /// [`ACKED_PRODUCER`] (which it may not).
