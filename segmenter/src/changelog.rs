@@ -4,8 +4,10 @@
 //!
 //! One entry per order (key `<shop>/<customer>/<order>`, value an [`OrderRecord`]), so
 //! compaction keeps each order's newest accepted version and a redaction is one tombstone per
-//! order. Restore replays a partition from its start: a reset marker empties the ledger, a
-//! record puts an order back as it was accepted, a tombstone removes one.
+//! order; one marker per order deleted in Shopify (key `<shop>/deleted-order/<order>`).
+//! Restore replays a partition from its start: a reset marker empties the ledger, a record
+//! puts an order back as it was accepted, a tombstone removes one, a deleted-order marker
+//! makes the ledger ignore that order from then on.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -53,6 +55,27 @@ impl OrderRecord {
 
 /// The changelog key of a state reset marker (no order key has this form).
 pub const RESET_MARKER_KEY: &str = "__tierflow_state_reset__";
+
+/// The changelog key of a deleted-order marker, `<shop>/deleted-order/<order>` (an order key's
+/// middle part is a number, so the two never meet). Nothing tombstones it, so compaction keeps
+/// it and a restored ledger still ignores the order's late versions.
+pub fn deleted_order_key(shop: &str, order_id: u64) -> String {
+    format!("{shop}/{DELETED_ORDER}/{order_id}")
+}
+
+/// `(shop, order id)` from a deleted-order marker's key.
+pub fn parse_deleted_order_key(key: &str) -> Option<(&str, u64)> {
+    let (rest, order) = key.rsplit_once('/')?;
+    let (shop, kind) = rest.rsplit_once('/')?;
+    (kind == DELETED_ORDER).then_some(())?;
+    Some((shop, order.parse().ok()?))
+}
+
+const DELETED_ORDER: &str = "deleted-order";
+
+/// A deleted-order marker's value (its key says everything; the value says what it is to a
+/// person reading the topic).
+pub const DELETED_ORDER_VALUE: &[u8] = br#"{"deleted_order":true}"#;
 
 /// Write a state reset marker to every partition of the changelog.
 pub fn reset_state(client: &ClientConfig, changelog: &str, partitions: i32) -> anyhow::Result<()> {
@@ -115,6 +138,10 @@ pub fn restore_partitions(
                 .unwrap_or_default();
             if key == RESET_MARKER_KEY {
                 *ledger = Ledger::new();
+                return Ok(());
+            }
+            if let Some((shop, order)) = parse_deleted_order_key(key) {
+                ledger.mark_deleted(shop, order);
                 return Ok(());
             }
             match m.payload() {

@@ -7,7 +7,7 @@
 //! Totals are derived from the stored orders, never accumulated, so duplicates and replays
 //! cannot double-count.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -274,6 +274,19 @@ pub struct Summary {
     pub facts: schemas::CustomerFacts,
 }
 
+impl Summary {
+    /// A customer with nothing counted: redacted, or whose orders were all deleted.
+    pub fn zero(email: Option<String>, currency: Option<String>) -> Summary {
+        Summary {
+            total_spent: Decimal::ZERO,
+            orders_count: 0,
+            email,
+            currency,
+            facts: schemas::CustomerFacts::default(),
+        }
+    }
+}
+
 /// RFC 3339 in UTC, to the second (as Shopify writes timestamps).
 fn rfc3339(compact: u32) -> Option<String> {
     chrono::DateTime::from_timestamp(EPOCH_2000 + i64::from(compact), 0)
@@ -379,6 +392,11 @@ pub struct Ledger {
     customers: HashMap<CustomerKey, CustomerState>,
     orders: usize,
     forms: Forms,
+    /// Orders Shopify deleted (`orders/delete`), as (shop, order id). A deletion is final, so
+    /// a version of such an order arriving later (a delayed retry, a replay, a backfill) must
+    /// not bring it back. `orders/delete` names no customer, so every partition keeps the
+    /// marker (few orders are ever deleted: Shopify deletes only archived or cancelled ones).
+    deleted: HashSet<(u32, u64)>,
 }
 
 impl Ledger {
@@ -546,6 +564,40 @@ impl Ledger {
             currency: state.currency.map(|c| c.as_str().to_owned()),
             facts: facts(state, &self.forms),
         })
+    }
+
+    /// Whether `order_id` of `shop` was deleted.
+    pub fn is_deleted(&self, shop: &str, order_id: u64) -> bool {
+        self.shop_ids
+            .get(shop)
+            .is_some_and(|s| self.deleted.contains(&(*s, order_id)))
+    }
+
+    /// Remember that `order_id` of `shop` was deleted (restore path too). Returns whether this
+    /// is news.
+    pub fn mark_deleted(&mut self, shop: &str, order_id: u64) -> bool {
+        let shop = self.key(shop, 0).shop;
+        self.deleted.insert((shop, order_id))
+    }
+
+    /// The customer of `shop` who has `order_id`, if any here does.
+    pub fn find_order(&self, shop: &str, order_id: u64) -> Option<CustomerKey> {
+        let shop_id = *self.shop_ids.get(shop)?;
+        self.customers
+            .iter()
+            .find(|(k, s)| k.shop == shop_id && s.orders.iter().any(|e| e.order_id == order_id))
+            .map(|(k, _)| *k)
+    }
+
+    /// Delete `order_id` of `shop`: mark it, and take it out of the customer who has it (a
+    /// customer left without orders is forgotten, as a changelog restore of the tombstone
+    /// does). Returns that customer, if any here has the order. A scan of the shop's
+    /// customers: the deletion names no customer, and deletions are rare.
+    pub fn delete_order(&mut self, shop: &str, order_id: u64) -> Option<CustomerKey> {
+        self.mark_deleted(shop, order_id);
+        let key = self.find_order(shop, order_id)?;
+        self.restore_delete(shop, key.customer_id, order_id);
+        Some(key)
     }
 
     /// Forget a customer; returns the order ids that were stored (for changelog tombstones).

@@ -1,7 +1,8 @@
 //! From a raw webhook body to the few facts the spend rule needs.
 //!
 //! Order bodies (`orders/create|updated|cancelled|paid|edited`) become a [`NormalizedOrder`];
-//! compliance bodies become redactions; everything else is skipped with a reason. The amount is
+//! `orders/delete` becomes a deletion; compliance bodies become redactions; everything else is
+//! skipped with a reason. The amount is
 //! `current_total_price_set.shop_money.amount` (it reflects refunds and order edits, unlike
 //! `total_price`), parsed as an exact decimal; `current_total_price` is the fallback for
 //! bodies without the `*_set` bags (API versions before 2019-10). Ids are read as `u64`.
@@ -61,6 +62,10 @@ pub enum Event {
     },
     /// `shop/redact`: erase every customer of the shop.
     RedactShop,
+    /// `orders/delete`: the order is gone for good (its body names no customer).
+    DeleteOrder {
+        order_id: u64,
+    },
     /// Nothing to do, for a stable reason (a metric label).
     Skip(&'static str),
 }
@@ -141,6 +146,11 @@ struct Money {
 }
 
 #[derive(Deserialize)]
+struct DeleteBody {
+    id: Option<ShopifyId>,
+}
+
+#[derive(Deserialize)]
 struct RedactBody {
     customer: Option<CustomerBody>,
 }
@@ -180,6 +190,11 @@ fn normalize_fields(topic: ShopifyTopic, body: &BodyFields<'_>) -> Result<Event,
             Ok(Event::RedactCustomer { customer_id: id.0 })
         }
         TopicScope::Shop => Ok(Event::RedactShop),
+        TopicScope::OrderDeletion => {
+            let b: DeleteBody = read(body)?;
+            let id = b.id.ok_or(NormalizeError::Missing("id"))?;
+            Ok(Event::DeleteOrder { order_id: id.0 })
+        }
         // Refund bodies carry no customer; Shopify follows a refund with `orders/updated`
         // carrying the new `current_total_price`, which is what the ledger uses.
         TopicScope::Refund => Ok(Event::Skip("refund_via_orders_updated")),

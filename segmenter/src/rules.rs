@@ -125,7 +125,14 @@ pub struct Undecidable {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChangelogWrite {
     Put(OrderRecord),
-    Delete { key: String },
+    Delete {
+        key: String,
+    },
+    /// The marker of an order deleted in Shopify (never tombstoned: compaction keeps it).
+    OrderDeleted {
+        shop: String,
+        order_id: u64,
+    },
 }
 
 /// What one event changes.
@@ -133,7 +140,8 @@ pub enum ChangelogWrite {
 pub struct Decision {
     pub updates: Vec<SegmentUpdate>,
     pub changelog: Vec<ChangelogWrite>,
-    /// Metric label: `applied`, `unchanged`, `duplicate`, `redacted`, or a skip reason.
+    /// Metric label: `applied`, `unchanged`, `duplicate`, `redacted`, `order_deleted`
+    /// (a deletion, or a version of a deleted order), or a skip reason.
     pub outcome: &'static str,
 }
 
@@ -162,6 +170,7 @@ pub fn decide(
             redact(rules, ledger, key, meta, &mut d);
             d
         }
+        Event::DeleteOrder { order_id } => delete_order(rules, ledger, *order_id, meta),
         Event::RedactShop => {
             let mut d = Decision {
                 outcome: "redacted",
@@ -218,6 +227,31 @@ fn decide_order(
     order: &NormalizedOrder,
     meta: &RecordMeta<'_>,
 ) -> Result<Decision, Undecidable> {
+    if ledger.is_deleted(meta.shop, order.order_id) {
+        let mut d = Decision {
+            outcome: "order_deleted",
+            ..Decision::default()
+        };
+        if ledger.find(meta.shop, order.customer_id).is_none() {
+            // The deletion came first (Shopify does not promise order) and this customer is
+            // new here: they exist, at zero, exactly as if the version had come before the
+            // deletion and been taken out again. Without this the final state would depend
+            // on arrival order.
+            let zero = Summary::zero(order.email.clone(), order.currency.clone());
+            d.updates.push(update(
+                rules,
+                UpdateKind::Segment,
+                meta,
+                order.customer_id,
+                &zero,
+                Some(rules.tiers.tier_for(Decimal::ZERO).clone()),
+                None,
+                Some(order.order_id),
+                &order.updated_at,
+            ));
+        }
+        return Ok(d);
+    }
     let key = ledger.key(meta.shop, order.customer_id);
     let before = ledger.summary(key);
     let counted = rules.spend.counts(order);
@@ -266,6 +300,62 @@ fn decide_order(
     Ok(d)
 }
 
+/// `orders/delete`: every partition remembers the deletion (the body names no customer, so
+/// the record is fanned out to all of them); the one whose customer had the order takes it out
+/// of their total and emits their new state.
+fn delete_order(
+    rules: &Rules,
+    ledger: &mut Ledger,
+    order_id: u64,
+    meta: &RecordMeta<'_>,
+) -> Decision {
+    let mut d = Decision {
+        outcome: "order_deleted",
+        ..Decision::default()
+    };
+    if ledger.is_deleted(meta.shop, order_id) {
+        // A redelivered deletion: the marker and any removal are already written.
+        return d;
+    }
+    let holder = ledger
+        .find_order(meta.shop, order_id)
+        .map(|key| (key, ledger.summary(key)));
+    ledger.delete_order(meta.shop, order_id);
+    d.changelog.push(ChangelogWrite::OrderDeleted {
+        shop: meta.shop.to_owned(),
+        order_id,
+    });
+    let Some((key, before)) = holder else {
+        return d;
+    };
+    d.changelog.push(ChangelogWrite::Delete {
+        key: OrderRecord::key(meta.shop, key.customer_id, order_id),
+    });
+    // A customer left without orders is forgotten by the ledger; their state is zero.
+    let after = ledger.summary(key).unwrap_or_else(|| {
+        Summary::zero(
+            before.as_ref().and_then(|b| b.email.clone()),
+            before.as_ref().and_then(|b| b.currency.clone()),
+        )
+    });
+    let previous_tier = before
+        .as_ref()
+        .map(|b| rules.tiers.tier_for(b.total_spent).clone());
+    let tier = rules.tiers.tier_for(after.total_spent).clone();
+    d.updates.push(update(
+        rules,
+        UpdateKind::Segment,
+        meta,
+        key.customer_id,
+        &after,
+        Some(tier),
+        previous_tier,
+        Some(order_id),
+        meta.event_time,
+    ));
+    d
+}
+
 fn redact(
     rules: &Rules,
     ledger: &mut Ledger,
@@ -280,13 +370,7 @@ fn redact(
             key: OrderRecord::key(&shop, key.customer_id, order_id),
         });
     }
-    let cleared = Summary {
-        total_spent: Decimal::ZERO,
-        orders_count: 0,
-        email: before.as_ref().and_then(|b| b.email.clone()),
-        currency: None,
-        facts: schemas::CustomerFacts::default(),
-    };
+    let cleared = Summary::zero(before.as_ref().and_then(|b| b.email.clone()), None);
     let previous_tier = before
         .as_ref()
         .map(|b| rules.tiers.tier_for(b.total_spent).clone());

@@ -745,8 +745,10 @@ impl Segmenter {
             Ok(e) => e,
             Err(e) => return self.quarantined(m, tally, e.reason(), &e.to_string(), outs),
         };
-        if topic == ShopifyTopic::ShopRedact && get(h::FANOUT_FROM).is_none() {
-            // A shop's customers live in every partition: hand each partition's owner a copy.
+        let fans_out = matches!(topic, ShopifyTopic::ShopRedact | ShopifyTopic::OrdersDelete);
+        if fans_out && get(h::FANOUT_FROM).is_none() {
+            // A shop's customers live in every partition, and a deletion names no customer:
+            // hand each partition's owner a copy.
             for target in 0..self.orders_partitions {
                 let hs = m.headers().map(BorrowedHeaders::detach).unwrap_or_default();
                 outs.push(Out {
@@ -837,6 +839,10 @@ impl Segmenter {
                     Some(serde_json::to_vec(&r).expect("records serialise")),
                 ),
                 ChangelogWrite::Delete { key } => (key, None),
+                ChangelogWrite::OrderDeleted { shop, order_id } => (
+                    crate::changelog::deleted_order_key(&shop, order_id),
+                    Some(crate::changelog::DELETED_ORDER_VALUE.to_vec()),
+                ),
             };
             changelog.push(Out {
                 topic: self.settings.topics.ledger_changelog.clone(),

@@ -157,6 +157,7 @@ async fn run(rate: f64, seconds: u64) -> Run {
                 status: "paid",
                 cancelled: false,
                 test: false,
+                deleted: false,
             };
             loadgen::Webhook::signed(
                 v.topic(),

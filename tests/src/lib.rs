@@ -25,6 +25,9 @@ pub struct OrderVersion {
     pub status: &'static str,
     pub cancelled: bool,
     pub test: bool,
+    /// `orders/delete` of this order (its body is the id alone): the order never counts,
+    /// whichever of its versions come before or after.
+    pub deleted: bool,
 }
 
 pub fn email(customer: u64) -> String {
@@ -35,6 +38,9 @@ impl OrderVersion {
     /// The webhook body. Negative `cents` render an amount the segmenter cannot read (`"-"`),
     /// which it must quarantine.
     pub fn body(&self) -> String {
+        if self.deleted {
+            return format!(r#"{{"id":{}}}"#, self.order_id);
+        }
         let money = if self.cents < 0 {
             "-".to_owned()
         } else {
@@ -62,7 +68,9 @@ impl OrderVersion {
     }
 
     pub fn topic(&self) -> &'static str {
-        if self.cancelled {
+        if self.deleted {
+            "orders/delete"
+        } else if self.cancelled {
             "orders/cancelled"
         } else if self.status == "paid" {
             "orders/paid"
@@ -83,6 +91,7 @@ pub fn history(random_customers: u64, seed: u64) -> Vec<OrderVersion> {
         status,
         cancelled: false,
         test: false,
+        deleted: false,
     };
     let mut out = vec![
         // 1: one $0 order → Potential.
@@ -141,6 +150,16 @@ pub fn history(random_customers: u64, seed: u64) -> Vec<OrderVersion> {
                     ][rng.random_range(0..6)],
                     cancelled: rng.random_ratio(1, 12),
                     test: rng.random_ratio(1, 25),
+                    deleted: false,
+                });
+            }
+            // Some orders are deleted in Shopify; the deletion is shuffled with the versions,
+            // so it may arrive before them.
+            if rng.random_ratio(1, 15) {
+                let last = out.last().expect("just pushed").clone();
+                out.push(OrderVersion {
+                    deleted: true,
+                    ..last
                 });
             }
         }
@@ -158,8 +177,13 @@ pub fn customers(history: &[OrderVersion]) -> Vec<u64> {
 
 /// Per customer: (total spent, orders counted), from the newest version of each order.
 pub fn reference(history: &[OrderVersion]) -> BTreeMap<u64, (Decimal, u64)> {
+    let deleted: std::collections::BTreeSet<u64> = history
+        .iter()
+        .filter(|v| v.deleted)
+        .map(|v| v.order_id)
+        .collect();
     let mut newest: BTreeMap<u64, &OrderVersion> = BTreeMap::new();
-    for v in history {
+    for v in history.iter().filter(|v| !v.deleted) {
         let e = newest.entry(v.order_id).or_insert(v);
         if v.second > e.second {
             *e = v;
@@ -172,6 +196,9 @@ pub fn reference(history: &[OrderVersion]) -> BTreeMap<u64, (Decimal, u64)> {
             continue; // quarantined by the segmenter: never counts
         }
         let e = out.entry(c).or_default();
+        if deleted.contains(&v.order_id) {
+            continue; // the customer is known (at zero if this was all), the order gone
+        }
         let counted = !v.cancelled
             && !v.test
             && matches!(v.status, "paid" | "partially_paid" | "partially_refunded");

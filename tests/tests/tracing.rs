@@ -40,6 +40,7 @@ async fn one_webhook_is_one_trace_across_the_three_services() {
         status: "paid",
         cancelled: false,
         test: false,
+        deleted: false,
     };
     for u in okta_users(&[42]) {
         pipeline.sim.add_user(&u).unwrap();

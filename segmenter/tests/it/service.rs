@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use rdkafka::Message;
+use rust_decimal::Decimal;
 use schemas::{headers as h, UpdateKind};
 
 #[tokio::test]
@@ -314,5 +315,83 @@ async fn records_refused_with_their_batch_are_sent_again_alone() {
         0,
         "refused only as part of a batch: nothing is the record's own fault"
     );
+    running.stop().await;
+}
+
+/// `orders/delete` names only the order, so it lands in the partition of `<shop>/order/<id>`
+/// while the order lives in its customer's: the segmenter fans it out and the owner takes the
+/// order out of the total. A later version of a deleted order never brings it back, neither
+/// before nor after a restart (the marker is restored from the changelog).
+#[tokio::test]
+async fn deleted_orders_leave_the_totals_for_good_across_partitions_and_restarts() {
+    let (_broker, bootstrap, versions, _) = seeded(20, 5).await;
+    let running = start(settings(&bootstrap, "g-delete"), &bootstrap).await;
+    wait_for_state(&bootstrap, &reference(&versions), Duration::from_secs(60)).await;
+
+    // Every third order is deleted; the reference keeps every customer, at zero if need be.
+    let mut orders: Vec<u64> = versions.iter().map(|v| v.order_id).collect();
+    orders.dedup();
+    let deleted: std::collections::BTreeSet<u64> = orders.iter().copied().step_by(3).collect();
+    let kept: Vec<Version> = versions
+        .iter()
+        .filter(|v| !deleted.contains(&v.order_id))
+        .cloned()
+        .collect();
+    let mut want = reference(&kept);
+    for c in reference(&versions).keys() {
+        want.entry(*c).or_insert((Decimal::ZERO, 0));
+    }
+    let deletion = |id: u64, n: usize| Input {
+        topic: "orders/delete",
+        key: format!("{SHOP}/order/{id}"),
+        body: format!(r#"{{"id":{id}}}"#).into_bytes(),
+        webhook_id: format!("delete-{id}-{n}"),
+    };
+    // Each deletion delivered twice (Shopify retries).
+    let deletions: Vec<Input> = deleted
+        .iter()
+        .flat_map(|id| [deletion(*id, 0), deletion(*id, 1)])
+        .collect();
+    produce(&bootstrap, &deletions).await;
+    wait_for_state(&bootstrap, &want, Duration::from_secs(60)).await;
+
+    // A newer version of each deleted order, before and after a restart, changes nothing; a
+    // marker customer's new order shows that those records were decided.
+    let late = |n: u32| -> Vec<Input> {
+        versions
+            .iter()
+            .filter(|v| deleted.contains(&v.order_id))
+            .map(|v| {
+                Version {
+                    second: 3000 + n,
+                    status: "paid",
+                    cancelled: false,
+                    test: false,
+                    ..v.clone()
+                }
+                .input(&format!("late-{}-{n}", v.order_id))
+            })
+            .collect()
+    };
+    let marker = |order_id: u64, cents: i64| Version {
+        order_id,
+        customer: 42,
+        cents,
+        second: 1,
+        cancelled: false,
+        test: false,
+        status: "paid",
+    };
+    produce(&bootstrap, &late(0)).await;
+    produce(&bootstrap, &[marker(1, 100).input("marker-1")]).await;
+    want.insert(42, (Decimal::new(100, 2), 1));
+    wait_for_state(&bootstrap, &want, Duration::from_secs(60)).await;
+    running.stop().await;
+
+    let running = start(settings(&bootstrap, "g-delete"), &bootstrap).await;
+    produce(&bootstrap, &late(1)).await;
+    produce(&bootstrap, &[marker(2, 200).input("marker-2")]).await;
+    want.insert(42, (Decimal::new(300, 2), 2));
+    wait_for_state(&bootstrap, &want, Duration::from_secs(60)).await;
     running.stop().await;
 }

@@ -161,6 +161,7 @@ async fn every_dashboard_and_alert_query_returns_series_from_a_real_prometheus()
         status: "paid",
         cancelled: false,
         test: false,
+        deleted: false,
     });
 
     let dir = std::env::temp_dir().join(format!("tierflow-prometheus-{}", std::process::id()));
