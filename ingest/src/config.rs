@@ -48,12 +48,36 @@ pub struct ShopifyConfig {
     pub shops: BTreeMap<String, ShopSecrets>,
 }
 
+/// `[shopify.shops."<domain>"]`: one shop's webhook secrets, and its Admin API access for
+/// historic sync (`ingest backfill`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShopSecrets {
     #[serde(deserialize_with = "secret_list")]
     pub webhook_secrets: Vec<SecretString>,
     pub webhook_secrets_file: Option<PathBuf>,
+    /// The app's Admin API access token for this shop (`shpat_…`), or a file holding it.
+    pub admin_access_token: Option<SecretString>,
+    pub admin_access_token_file: Option<PathBuf>,
+    /// Default `https://<domain>`; plain `http://` only to a loopback host (the simulator).
+    pub admin_api_url: Option<String>,
+    /// The Admin API version; only the one tierflow's queries are validated against
+    /// ([`ADMIN_API_VERSION`]) is accepted.
+    pub admin_api_version: Option<String>,
+}
+
+/// The Admin API version the backfill's queries are written for and checked against
+/// (Shopify's published schema of this version, in the `shopify-sim` contract tests).
+pub const ADMIN_API_VERSION: &str = "2026-10";
+
+/// One shop's Admin API access, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct AdminApi {
+    pub shop: String,
+    /// `<base>/admin/api/<version>/graphql.json`.
+    pub graphql_url: url::Url,
+    pub version: String,
+    pub token: SecretString,
 }
 
 fn secret_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
@@ -275,11 +299,102 @@ impl Settings {
                 set.webhook_secrets_file.as_deref(),
             )?;
             if secrets.is_empty() {
-                return Err(ConfigError::invalid(field, "has no webhook_secrets"));
+                if set.admin_access_token.is_none() && set.admin_access_token_file.is_none() {
+                    return Err(ConfigError::invalid(
+                        field,
+                        "has neither webhook_secrets nor admin_access_token",
+                    ));
+                }
+                continue; // an Admin API entry only; webhooks use the global secrets
             }
             shops.insert(shop.clone(), secrets);
         }
         Ok(ResolvedSecrets { global, shops })
+    }
+}
+
+impl Settings {
+    /// The Admin API access of `shop` (for `ingest backfill`), with the token file read.
+    pub fn admin_api(&self, shop: &str) -> Result<AdminApi, ConfigError> {
+        let field = format!("shopify.shops.\"{shop}\"");
+        let set = self.shopify.shops.get(shop).ok_or_else(|| {
+            ConfigError::invalid(
+                field.clone(),
+                "is not configured: add the section with admin_access_token (or admin_access_token_file)",
+            )
+        })?;
+        let token = match (&set.admin_access_token, &set.admin_access_token_file) {
+            (Some(t), None) => t.clone(),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::invalid(
+                        format!("{field}.admin_access_token_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                SecretString::from(text.trim().to_owned())
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    format!("{field}.admin_access_token"),
+                    "set either admin_access_token or admin_access_token_file, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    format!("{field}.admin_access_token"),
+                    "missing: the app's Admin API access token for this shop (scopes read_orders and read_all_orders)",
+                ))
+            }
+        };
+        if token.expose_secret().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{field}.admin_access_token"),
+                "is empty",
+            ));
+        }
+        let version = set
+            .admin_api_version
+            .clone()
+            .unwrap_or_else(|| ADMIN_API_VERSION.to_owned());
+        if version != ADMIN_API_VERSION {
+            return Err(ConfigError::invalid(
+                format!("{field}.admin_api_version"),
+                format!("{version} is not supported: tierflow's Admin API queries are checked against Shopify's {ADMIN_API_VERSION} schema; remove the setting or set it to {ADMIN_API_VERSION}"),
+            ));
+        }
+        let base = set
+            .admin_api_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{shop}"));
+        let base = url::Url::parse(&base).map_err(|e| {
+            ConfigError::invalid(format!("{field}.admin_api_url"), format!("{base}: {e}"))
+        })?;
+        let loopback = match base.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        match base.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    format!("{field}.admin_api_url"),
+                    format!("{base} must be https:// (plain http:// only to a loopback host, for the simulator): the access token travels with every request"),
+                ))
+            }
+        }
+        let graphql_url = base
+            .join(&format!("admin/api/{version}/graphql.json"))
+            .map_err(|e| ConfigError::invalid(format!("{field}.admin_api_url"), e.to_string()))?;
+        Ok(AdminApi {
+            shop: shop.to_owned(),
+            graphql_url,
+            version,
+            token,
+        })
     }
 }
 

@@ -6,9 +6,15 @@
 //! - [`server`]: the public listener's bounds (connections, header bytes and time, shutdown).
 //! - [`publisher`]: the idempotent producer and its acknowledgement timeout.
 //! - [`metrics`]: what `/metrics` on the admin listener exposes.
+//! - [`admin_api`]: the Shopify Admin GraphQL client (throttling, retries, the query texts).
+//! - [`backfill`]: `ingest backfill`, a shop's order history from a bulk operation into the
+//!   orders topic through the webhook's record contract, resumable from a checkpoint.
 //!
-//! [`Application`] wires them together; `main.rs` only parses flags and starts it.
+//! [`Application`] wires the service together; `main.rs` only parses flags and starts it (or
+//! the backfill).
 
+pub mod admin_api;
+pub mod backfill;
 pub mod config;
 pub mod metrics;
 pub mod publisher;

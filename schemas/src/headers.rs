@@ -25,6 +25,11 @@ pub const QUARANTINE_REASON: &str = "tierflow-quarantine-reason";
 pub const TRACEPARENT: &str = "traceparent";
 /// W3C Trace Context vendor state; present only when the trace carries one.
 pub const TRACESTATE: &str = "tracestate";
+/// Where a record came from when not from a webhook: `backfill` (`ingest backfill`, from a
+/// bulk operation) or `reconcile` (`ingest reconcile`). Absent on webhook records. The body is
+/// rendered in the webhook's REST shape either way, so the record contract and the
+/// segmenter's version rule treat both alike.
+pub const ORIGIN: &str = "tierflow-origin";
 
 /// The HTTP request header carrying the body's signature. Checked by the ingest and never copied
 /// onto records: it proves nothing once the body has left the ingest.

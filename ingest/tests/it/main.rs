@@ -2,6 +2,7 @@
 //! the build short): over HTTP on the mock cluster, as a process under hostile clients and
 //! operators, and on Apache Kafka where only a real broker shows the behaviour.
 
+mod backfill;
 mod cli;
 mod common;
 mod hostile;
