@@ -19,6 +19,7 @@ echo "the Kafka-facing suites again, on Apache Kafka" >&2
 # One invocation over the workspace (not `-p` per crate, which would resolve features
 # differently and rebuild dependencies). Each crate's tests are one binary, `it`
 # (tests/it/main.rs), and a suite is a module of it: e2e pipeline/faults/kills, segmenter and
-# okta-writer crash, segmenter service/poison, okta-writer writer and reconcile.
+# okta-writer crash, segmenter service/poison, okta-writer writer and reconcile, and the
+# backfill (the e2e one with webhooks on Apache Kafka; the ingest's own run on the mock again).
 TIERFLOW_TEST_BROKER=kafka cargo test --locked --workspace --test it -- \
-  pipeline:: faults:: kills:: crash:: service:: poison:: writer:: reconcile::
+  pipeline:: faults:: kills:: crash:: service:: poison:: writer:: reconcile:: backfill::

@@ -2,6 +2,7 @@
 //! librdkafka; one per crate keeps the build short). `tracing.rs` is its own binary: it
 //! installs a process-wide subscriber that would collect every other test's spans.
 
+mod backfill;
 mod compose;
 mod faults;
 mod kafka_cluster;
