@@ -11,9 +11,11 @@
 //! nothing.
 //!
 //! Durable: the operation id and the count of lines published are kept in a checkpoint file
-//! (`<state_dir>/backfill-<shop>.json`, written atomically after each acknowledged chunk), so
-//! a killed backfill resumes where it stopped (at most one chunk is published twice, which the
-//! version rule absorbs). A failed or canceled operation is reported and forgotten; an expired
+//! (`<state_dir>/backfill-<shop>.json`, written atomically every `chunk` acknowledged lines;
+//! acknowledgements are taken in line order, so everything before the checkpoint is in Kafka),
+//! so a killed backfill resumes where it stopped. What was sent after the last checkpoint
+//! (at most `chunk` + [`MAX_IN_FLIGHT`] records) is published again, which the version rule
+//! absorbs. A failed or canceled operation is reported and forgotten; an expired
 //! one (or an expired result URL) is replaced by a new operation once.
 //!
 //! A dry run (the default) runs the operation and reads the result but publishes nothing; its
@@ -226,7 +228,9 @@ pub async fn run(
 fn publisher(settings: &Settings, bootstrap: &str) -> anyhow::Result<Publisher> {
     // Not bound by Shopify's 5 s deadline: a backfill can wait for the broker.
     let timeout = Duration::from_secs(30);
-    let defaults = crate::publisher::defaults(timeout, 1000, settings.ingest.max_body_bytes);
+    // The producer queue holds twice what may be in flight: never `QueueFull`.
+    let defaults =
+        crate::publisher::defaults(timeout, MAX_IN_FLIGHT, settings.ingest.max_body_bytes);
     let defaults: Vec<(&str, &str)> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let config =
         service_runtime::kafka::acked_producer_config(&settings.kafka, bootstrap, &defaults)?;
@@ -396,6 +400,118 @@ enum Streamed {
 
 /// Longest JSONL line accepted (an order with these fields is well under 2 KB).
 const MAX_LINE: usize = 1024 * 1024;
+/// Records awaiting the broker's acknowledgement at once.
+pub const MAX_IN_FLIGHT: usize = 2000;
+
+type Acked<'p> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = (u64, Result<(), crate::publisher::PublishError>)>
+            + Send
+            + 'p,
+    >,
+>;
+
+/// The publishing side of a run: records go out with up to [`MAX_IN_FLIGHT`] awaiting
+/// acknowledgement; acknowledgements are taken in line order, so the checkpoint can advance
+/// to the last line before which everything is acknowledged, every `chunk` lines.
+struct Sender<'a> {
+    publisher: Option<&'a Publisher>,
+    settings: &'a Settings,
+    args: &'a BackfillArgs,
+    op_number: String,
+    received_at: String,
+    in_flight: futures::stream::FuturesOrdered<Acked<'a>>,
+    checkpoint: &'a mut Checkpoint,
+    saved_at: u64,
+    summary: Summary,
+    customers: BTreeSet<u64>,
+}
+
+impl<'a> Sender<'a> {
+    async fn line(&mut self, line_no: u64, line: &[u8]) -> anyhow::Result<()> {
+        self.summary.orders += 1;
+        let webhook_id = format!("backfill-{}-{line_no}", self.op_number);
+        let parsed = serde_json::from_slice::<Value>(line)
+            .map_err(|e| e.to_string())
+            .and_then(|v| {
+                tally(&v, &mut self.summary, &mut self.customers);
+                rest_body(&v)
+            })
+            .and_then(|body| {
+                schemas::record_key(&self.args.shop, ShopifyTopic::OrdersUpdated, &body)
+                    .map(|key| (key.to_string(), body))
+                    .map_err(|e| e.to_string())
+            });
+        let (topic, destination, key, body, why) = match parsed {
+            Ok((key, body)) => (&self.settings.topics.orders, "orders", key, body, None),
+            Err(why) => {
+                tracing::warn!(line = line_no, error = %why, "a bulk result line is not a readable order; quarantining it");
+                self.summary.quarantined += 1;
+                let topic = &self.settings.topics.orders_quarantine;
+                (
+                    topic,
+                    "quarantine",
+                    self.args.shop.clone(),
+                    line.to_vec(),
+                    Some(why),
+                )
+            }
+        };
+        let Some(publisher) = self.publisher else {
+            return Ok(());
+        };
+        let headers = backfill_headers(
+            &self.args.shop,
+            &webhook_id,
+            &self.received_at,
+            why.is_some(),
+        );
+        let topic = topic.clone();
+        self.in_flight.push_back(Box::pin(async move {
+            let r = publisher
+                .publish(destination, &topic, &key, &body, headers)
+                .await;
+            (line_no, r)
+        }));
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.settle_one().await?;
+        }
+        Ok(())
+    }
+
+    /// Take the oldest acknowledgement; checkpoint every `chunk` lines.
+    async fn settle_one(&mut self) -> anyhow::Result<()> {
+        let Some((line_no, result)) = self.in_flight.next().await else {
+            return Ok(());
+        };
+        if let Err(e) = result {
+            // Everything before this line is acknowledged: keep that much.
+            self.checkpoint.save(self.args.state_dir.as_path())?;
+            anyhow::bail!(
+                "publishing to Kafka failed at line {line_no} ({e}); {} lines of this operation are acknowledged and checkpointed: run again to resume",
+                self.checkpoint.lines_done
+            );
+        }
+        self.summary.published += 1;
+        self.checkpoint.lines_done = line_no;
+        if line_no - self.saved_at >= self.args.chunk as u64 {
+            self.checkpoint.save(&self.args.state_dir)?;
+            self.saved_at = line_no;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> anyhow::Result<Summary> {
+        while !self.in_flight.is_empty() {
+            self.settle_one().await?;
+        }
+        if self.publisher.is_some() {
+            self.checkpoint.save(&self.args.state_dir)?;
+        }
+        self.summary.customers = self.customers.len() as u64;
+        Ok(self.summary)
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 async fn stream_result(
@@ -418,18 +534,27 @@ async fn stream_result(
         403 | 404 | 410 => return Ok(Streamed::Expired),
         s => anyhow::bail!("downloading the bulk result: HTTP {s}"),
     }
-    let op_number = operation.rsplit('/').next().unwrap_or(operation).to_owned();
-    let mut summary = Summary {
-        operation_id: operation.to_owned(),
-        resumed_after: checkpoint.lines_done,
-        ..Summary::default()
+    let resume_after = checkpoint.lines_done;
+    let mut sender = Sender {
+        publisher,
+        settings,
+        args,
+        op_number: operation.rsplit('/').next().unwrap_or(operation).to_owned(),
+        received_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        in_flight: futures::stream::FuturesOrdered::new(),
+        saved_at: resume_after,
+        checkpoint,
+        summary: Summary {
+            operation_id: operation.to_owned(),
+            resumed_after: resume_after,
+            ..Summary::default()
+        },
+        customers: BTreeSet::new(),
     };
-    let mut customers: BTreeSet<u64> = BTreeSet::new();
     let bar = progress_bar(args.progress, None);
     bar.set_message("publishing".to_owned());
     let mut stream = response.bytes_stream().map_err(std::io::Error::other);
     let mut buffer: Vec<u8> = Vec::new();
-    let mut chunk: Vec<(u64, Vec<u8>)> = Vec::with_capacity(args.chunk);
     let mut line_no: u64 = 0;
     let mut ended = false;
     while !ended {
@@ -437,128 +562,38 @@ async fn stream_result(
             Some(bytes) => buffer.extend_from_slice(&bytes.context("reading the bulk result")?),
             None => ended = true,
         }
-        while let Some(pos) = buffer
-            .iter()
-            .position(|b| *b == b'\n')
-            .or_else(|| (ended && !buffer.is_empty()).then_some(buffer.len()))
-        {
-            let line: Vec<u8> = buffer.drain(..pos.min(buffer.len())).collect();
-            if !buffer.is_empty() {
-                buffer.remove(0); // the newline
-            }
+        // Every complete line of the buffer, then the rest kept for the next network chunk
+        // (one shift per chunk, not per line).
+        let mut start = 0;
+        loop {
+            let (end, next) = match buffer[start..].iter().position(|b| *b == b'\n') {
+                Some(pos) => (start + pos, start + pos + 1),
+                None if ended && start < buffer.len() => (buffer.len(), buffer.len()),
+                None => break,
+            };
+            let line = &buffer[start..end];
+            start = next;
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             line_no += 1;
-            if line_no <= checkpoint.lines_done {
+            if line_no <= resume_after {
                 continue;
             }
-            chunk.push((line_no, line));
-            if chunk.len() >= args.chunk {
-                publish_chunk(
-                    &mut chunk,
-                    &op_number,
-                    checkpoint,
-                    publisher,
-                    settings,
-                    args,
-                    &mut summary,
-                    &mut customers,
-                )
-                .await?;
-                bar.set_position(summary.orders);
+            sender.line(line_no, line).await?;
+            if line_no % 1000 == 0 {
+                bar.set_position(sender.summary.orders);
             }
         }
+        buffer.drain(..start);
         anyhow::ensure!(
             buffer.len() <= MAX_LINE,
             "a line of the bulk result is longer than {MAX_LINE} bytes: not an order line"
         );
     }
-    publish_chunk(
-        &mut chunk,
-        &op_number,
-        checkpoint,
-        publisher,
-        settings,
-        args,
-        &mut summary,
-        &mut customers,
-    )
-    .await?;
+    let summary = sender.finish().await?;
     bar.finish_and_clear();
-    summary.customers = customers.len() as u64;
     Ok(Streamed::Done(summary))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn publish_chunk(
-    chunk: &mut Vec<(u64, Vec<u8>)>,
-    op_number: &str,
-    checkpoint: &mut Checkpoint,
-    publisher: Option<&Publisher>,
-    settings: &Settings,
-    args: &BackfillArgs,
-    summary: &mut Summary,
-    customers: &mut BTreeSet<u64>,
-) -> anyhow::Result<()> {
-    if chunk.is_empty() {
-        return Ok(());
-    }
-    let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let mut records = Vec::with_capacity(chunk.len());
-    for (line_no, line) in chunk.iter() {
-        summary.orders += 1;
-        let webhook_id = format!("backfill-{op_number}-{line_no}");
-        let parsed = serde_json::from_slice::<Value>(line)
-            .map_err(|e| e.to_string())
-            .and_then(|v| {
-                tally(&v, summary, customers);
-                rest_body(&v)
-            });
-        let record = match parsed.and_then(|body| {
-            schemas::record_key(&args.shop, ShopifyTopic::OrdersUpdated, &body)
-                .map(|key| (key.to_string(), body))
-                .map_err(|e| e.to_string())
-        }) {
-            Ok((key, body)) => (settings.topics.orders.clone(), "orders", key, body, None),
-            Err(why) => {
-                tracing::warn!(line = line_no, error = %why, "a bulk result line is not a readable order; quarantining it");
-                summary.quarantined += 1;
-                (
-                    settings.topics.orders_quarantine.clone(),
-                    "quarantine",
-                    args.shop.clone(),
-                    line.clone(),
-                    Some(why),
-                )
-            }
-        };
-        records.push((webhook_id, record));
-    }
-    if let Some(publisher) = publisher {
-        // Collected first: a stream over a borrowing closure trips the compiler's
-        // higher-ranked lifetime check when the future must be Send.
-        let mut sends = Vec::with_capacity(records.len());
-        for (webhook_id, (topic, dest, key, body, why)) in &records {
-            let headers = backfill_headers(&args.shop, webhook_id, &received_at, why.as_deref());
-            sends.push(publisher.publish(dest, topic, key, body, headers));
-        }
-        let results: Vec<Result<(), crate::publisher::PublishError>> = futures::stream::iter(sends)
-            .buffer_unordered(512)
-            .collect()
-            .await;
-        if let Some(e) = results.into_iter().find_map(Result::err) {
-            anyhow::bail!(
-                "publishing to Kafka failed ({e}); {} lines of this operation are acknowledged and checkpointed: run again to resume",
-                checkpoint.lines_done
-            );
-        }
-        summary.published += records.len() as u64;
-        checkpoint.lines_done = chunk.last().map_or(checkpoint.lines_done, |(n, _)| *n);
-        checkpoint.save(&args.state_dir)?;
-    }
-    chunk.clear();
-    Ok(())
 }
 
 fn tally(v: &Value, summary: &mut Summary, customers: &mut BTreeSet<u64>) {
@@ -588,7 +623,7 @@ fn backfill_headers(
     shop: &str,
     webhook_id: &str,
     received_at: &str,
-    quarantine: Option<&str>,
+    quarantined: bool,
 ) -> OwnedHeaders {
     service_runtime::kafka::with_headers(
         OwnedHeaders::new_with_capacity(8),
@@ -604,7 +639,7 @@ fn backfill_headers(
             (h::ORIGIN, Some("backfill")),
             (
                 h::QUARANTINE_REASON,
-                quarantine.map(|_| "backfill_unreadable"),
+                quarantined.then_some("backfill_unreadable"),
             ),
         ],
     )
