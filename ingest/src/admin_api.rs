@@ -35,6 +35,11 @@ pub const SCOPES_QUERY: &str =
 /// Start a bulk query operation.
 pub const RUN_BULK_MUTATION: &str = "mutation TierflowBackfill($query: String!) { bulkOperationRunQuery(query: $query, groupObjects: false) { bulkOperation { id status } userErrors { field message code } } }";
 
+/// One page of orders updated in a window, oldest update first (`ingest reconcile`).
+pub fn orders_page_query() -> String {
+    format!("query TierflowReconcile($query: String!, $after: String) {{ orders(first: 250, after: $after, sortKey: UPDATED_AT, query: $query) {{ edges {{ node {{ {ORDER_FIELDS} }} }} pageInfo {{ hasNextPage endCursor }} }} }}")
+}
+
 /// One bulk operation's state.
 pub const BULK_STATUS_QUERY: &str = "query TierflowBulkStatus($id: ID!) { bulkOperation(id: $id) { id status errorCode objectCount url partialDataUrl } }";
 
@@ -84,6 +89,8 @@ impl AdminError {
 pub struct AdminClient {
     api: AdminApi,
     http: reqwest::Client,
+    /// The first wait after a 5xx or transport error (doubling to 30 s).
+    retry_base: Duration,
 }
 
 impl AdminClient {
@@ -93,7 +100,17 @@ impl AdminClient {
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("tierflow-ingest/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(AdminClient { api, http })
+        Ok(AdminClient {
+            api,
+            http,
+            retry_base: Duration::from_millis(500),
+        })
+    }
+
+    /// Start retries at `base` instead of 0.5 s (tests).
+    pub fn with_retry_base(mut self, base: Duration) -> Self {
+        self.retry_base = base;
+        self
     }
 
     pub fn shop(&self) -> &str {
@@ -109,7 +126,7 @@ impl AdminClient {
         let body = json!({"query": query, "variables": variables});
         let mut attempts = 0;
         let mut throttled = 0;
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = self.retry_base;
         loop {
             attempts += 1;
             let sent = self

@@ -76,7 +76,7 @@ pub struct Summary {
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct Checkpoint {
+pub(crate) struct Checkpoint {
     shop: String,
     query: String,
     operation_id: Option<String>,
@@ -225,7 +225,7 @@ pub async fn run(
     unreachable!("the loop returns or fails by its second pass")
 }
 
-fn publisher(settings: &Settings, bootstrap: &str) -> anyhow::Result<Publisher> {
+pub(crate) fn publisher(settings: &Settings, bootstrap: &str) -> anyhow::Result<Publisher> {
     // Not bound by Shopify's 5 s deadline: a backfill can wait for the broker.
     let timeout = Duration::from_secs(30);
     // The producer queue holds twice what may be in flight: never `QueueFull`.
@@ -241,7 +241,10 @@ fn publisher(settings: &Settings, bootstrap: &str) -> anyhow::Result<Publisher> 
 
 /// Refuse (unless told) an app without `read_all_orders`: Shopify then silently limits every
 /// orders query to the last 60 days, and a backfill would look complete while missing years.
-async fn check_scopes(client: &AdminClient, accept_recent_only: bool) -> anyhow::Result<()> {
+pub(crate) async fn check_scopes(
+    client: &AdminClient,
+    accept_recent_only: bool,
+) -> anyhow::Result<()> {
     let data = client.graphql(admin_api::SCOPES_QUERY, json!({})).await?;
     let scopes: BTreeSet<&str> = data["currentAppInstallation"]["accessScopes"]
         .as_array()
@@ -403,7 +406,7 @@ const MAX_LINE: usize = 1024 * 1024;
 /// Records awaiting the broker's acknowledgement at once.
 pub const MAX_IN_FLIGHT: usize = 2000;
 
-type Acked<'p> = std::pin::Pin<
+pub(crate) type Acked<'p> = std::pin::Pin<
     Box<
         dyn std::future::Future<Output = (u64, Result<(), crate::publisher::PublishError>)>
             + Send
@@ -414,23 +417,28 @@ type Acked<'p> = std::pin::Pin<
 /// The publishing side of a run: records go out with up to [`MAX_IN_FLIGHT`] awaiting
 /// acknowledgement; acknowledgements are taken in line order, so the checkpoint can advance
 /// to the last line before which everything is acknowledged, every `chunk` lines.
-struct Sender<'a> {
-    publisher: Option<&'a Publisher>,
-    settings: &'a Settings,
-    args: &'a BackfillArgs,
-    op_number: String,
-    received_at: String,
-    in_flight: futures::stream::FuturesOrdered<Acked<'a>>,
-    checkpoint: &'a mut Checkpoint,
-    saved_at: u64,
-    summary: Summary,
-    customers: BTreeSet<u64>,
+pub(crate) struct Sender<'a> {
+    pub(crate) publisher: Option<&'a Publisher>,
+    pub(crate) settings: &'a Settings,
+    pub(crate) shop: &'a str,
+    /// `tierflow-origin`: `backfill` or `reconcile`.
+    pub(crate) origin: &'static str,
+    /// `x-shopify-webhook-id` is `<id_prefix>-<line>`.
+    pub(crate) id_prefix: String,
+    pub(crate) received_at: String,
+    pub(crate) in_flight: futures::stream::FuturesOrdered<Acked<'a>>,
+    /// Advanced (and saved every `chunk` lines) as lines are acknowledged, when resumable.
+    pub(crate) checkpoint: Option<(&'a mut Checkpoint, &'a Path)>,
+    pub(crate) chunk: u64,
+    pub(crate) saved_at: u64,
+    pub(crate) summary: Summary,
+    pub(crate) customers: BTreeSet<u64>,
 }
 
 impl<'a> Sender<'a> {
-    async fn line(&mut self, line_no: u64, line: &[u8]) -> anyhow::Result<()> {
+    pub(crate) async fn line(&mut self, line_no: u64, line: &[u8]) -> anyhow::Result<()> {
         self.summary.orders += 1;
-        let webhook_id = format!("backfill-{}-{line_no}", self.op_number);
+        let webhook_id = format!("{}-{line_no}", self.id_prefix);
         let parsed = serde_json::from_slice::<Value>(line)
             .map_err(|e| e.to_string())
             .and_then(|v| {
@@ -438,7 +446,7 @@ impl<'a> Sender<'a> {
                 rest_body(&v)
             })
             .and_then(|body| {
-                schemas::record_key(&self.args.shop, ShopifyTopic::OrdersUpdated, &body)
+                schemas::record_key(self.shop, ShopifyTopic::OrdersUpdated, &body)
                     .map(|key| (key.to_string(), body))
                     .map_err(|e| e.to_string())
             });
@@ -451,7 +459,7 @@ impl<'a> Sender<'a> {
                 (
                     topic,
                     "quarantine",
-                    self.args.shop.clone(),
+                    self.shop.to_owned(),
                     line.to_vec(),
                     Some(why),
                 )
@@ -460,8 +468,9 @@ impl<'a> Sender<'a> {
         let Some(publisher) = self.publisher else {
             return Ok(());
         };
-        let headers = backfill_headers(
-            &self.args.shop,
+        let headers = record_headers(
+            self.shop,
+            self.origin,
             &webhook_id,
             &self.received_at,
             why.is_some(),
@@ -485,28 +494,33 @@ impl<'a> Sender<'a> {
             return Ok(());
         };
         if let Err(e) = result {
+            let Some((checkpoint, dir)) = self.checkpoint.as_mut() else {
+                anyhow::bail!("publishing to Kafka failed at line {line_no} ({e}); run again");
+            };
             // Everything before this line is acknowledged: keep that much.
-            self.checkpoint.save(self.args.state_dir.as_path())?;
+            checkpoint.save(dir)?;
             anyhow::bail!(
                 "publishing to Kafka failed at line {line_no} ({e}); {} lines of this operation are acknowledged and checkpointed: run again to resume",
-                self.checkpoint.lines_done
+                checkpoint.lines_done
             );
         }
         self.summary.published += 1;
-        self.checkpoint.lines_done = line_no;
-        if line_no - self.saved_at >= self.args.chunk as u64 {
-            self.checkpoint.save(&self.args.state_dir)?;
-            self.saved_at = line_no;
+        if let Some((checkpoint, dir)) = self.checkpoint.as_mut() {
+            checkpoint.lines_done = line_no;
+            if line_no - self.saved_at >= self.chunk {
+                checkpoint.save(dir)?;
+                self.saved_at = line_no;
+            }
         }
         Ok(())
     }
 
-    async fn finish(mut self) -> anyhow::Result<Summary> {
+    pub(crate) async fn finish(mut self) -> anyhow::Result<Summary> {
         while !self.in_flight.is_empty() {
             self.settle_one().await?;
         }
-        if self.publisher.is_some() {
-            self.checkpoint.save(&self.args.state_dir)?;
+        if let (Some(_), Some((checkpoint, dir))) = (self.publisher, self.checkpoint.as_mut()) {
+            checkpoint.save(dir)?;
         }
         self.summary.customers = self.customers.len() as u64;
         Ok(self.summary)
@@ -535,15 +549,18 @@ async fn stream_result(
         s => anyhow::bail!("downloading the bulk result: HTTP {s}"),
     }
     let resume_after = checkpoint.lines_done;
+    let op_number = operation.rsplit('/').next().unwrap_or(operation);
     let mut sender = Sender {
         publisher,
         settings,
-        args,
-        op_number: operation.rsplit('/').next().unwrap_or(operation).to_owned(),
-        received_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        shop: &args.shop,
+        origin: "backfill",
+        id_prefix: format!("backfill-{op_number}"),
+        received_at: now_rfc3339(),
         in_flight: futures::stream::FuturesOrdered::new(),
         saved_at: resume_after,
-        checkpoint,
+        checkpoint: Some((checkpoint, args.state_dir.as_path())),
+        chunk: args.chunk as u64,
         summary: Summary {
             operation_id: operation.to_owned(),
             resumed_after: resume_after,
@@ -619,8 +636,13 @@ fn tally(v: &Value, summary: &mut Summary, customers: &mut BTreeSet<u64>) {
         .or_default() += 1;
 }
 
-fn backfill_headers(
+pub(crate) fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn record_headers(
     shop: &str,
+    origin: &'static str,
     webhook_id: &str,
     received_at: &str,
     quarantined: bool,
@@ -636,10 +658,14 @@ fn backfill_headers(
                 Some(crate::config::ADMIN_API_VERSION),
             ),
             (h::RECEIVED_AT, Some(received_at)),
-            (h::ORIGIN, Some("backfill")),
+            (h::ORIGIN, Some(origin)),
             (
                 h::QUARANTINE_REASON,
-                quarantined.then_some("backfill_unreadable"),
+                quarantined.then_some(if origin == "backfill" {
+                    "backfill_unreadable"
+                } else {
+                    "reconcile_unreadable"
+                }),
             ),
         ],
     )

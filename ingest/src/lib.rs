@@ -9,6 +9,8 @@
 //! - [`admin_api`]: the Shopify Admin GraphQL client (throttling, retries, the query texts).
 //! - [`backfill`]: `ingest backfill`, a shop's order history from a bulk operation into the
 //!   orders topic through the webhook's record contract, resumable from a checkpoint.
+//! - [`reconcile`]: `ingest reconcile`, a watermark sweep of recently updated orders through
+//!   the same path, so the segmenter can count (and heal) what webhooks missed.
 //!
 //! [`Application`] wires the service together; `main.rs` only parses flags and starts it (or
 //! the backfill).
@@ -18,6 +20,7 @@ pub mod backfill;
 pub mod config;
 pub mod metrics;
 pub mod publisher;
+pub mod reconcile;
 pub mod server;
 pub mod signature;
 pub mod webhook;

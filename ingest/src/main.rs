@@ -51,6 +51,27 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         chunk: usize,
     },
+    /// Sweep the orders updated since the last sweep (minus an overlap) and publish them, so
+    /// versions whose webhook never arrived reach the segmenter (dry run unless --execute).
+    Reconcile {
+        #[arg(long)]
+        shop: String,
+        /// Where the first sweep starts (later ones start at the watermark).
+        #[arg(long)]
+        since: Option<String>,
+        /// Each sweep starts this long before the watermark (updates committed late).
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        overlap: Duration,
+        #[arg(long)]
+        execute: bool,
+        #[arg(long, env = "TIERFLOW_STATE_DIR", default_value = "tierflow-state")]
+        state_dir: PathBuf,
+        /// Sweep again every this long (with --execute), serving metrics on --admin-listen.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        every: Option<Duration>,
+        #[arg(long, default_value = "127.0.0.1:9094")]
+        admin_listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,6 +121,80 @@ fn main() -> ExitCode {
             };
             let summary = ingest::backfill::run(&settings, bootstrap.as_deref(), &args).await?;
             println!("{}", ingest::backfill::report(&summary, execute));
+            Ok(())
+        }),
+        Some(Command::Reconcile {
+            shop,
+            since,
+            overlap,
+            execute,
+            state_dir,
+            every,
+            admin_listen,
+        }) => service_runtime::run_service("ingest reconcile", async move {
+            let _telemetry =
+                service_runtime::telemetry::init("ingest", settings.telemetry.log_format)?;
+            anyhow::ensure!(
+                every.is_none() || execute,
+                "--every sweeps periodically and needs --execute (a periodic dry run changes nothing)"
+            );
+            let bootstrap = match settings.kafka.brokers()? {
+                service_runtime::config::Brokers::External(list) => Some(list),
+                service_runtime::config::Brokers::Embedded if execute => anyhow::bail!(
+                    "--execute needs a real broker (an embedded one would lose the records when this command ends): pass --brokers"
+                ),
+                service_runtime::config::Brokers::Embedded => None,
+            };
+            let args = ingest::reconcile::ReconcileArgs {
+                shop: shop.clone(),
+                since,
+                overlap,
+                execute,
+                state_dir,
+            };
+            let client = ingest::admin_api::AdminClient::new(settings.admin_api(&shop)?)?;
+            let Some(every) = every else {
+                let s = ingest::reconcile::sweep(&settings, bootstrap.as_deref(), &args, &client)
+                    .await?;
+                println!("{}", ingest::reconcile::report(&s, execute));
+                return Ok(());
+            };
+            let registry = service_runtime::admin::registry("ingest-reconcile");
+            let metrics = ingest::reconcile::Metrics::register(&registry)?;
+            let listener = tokio::net::TcpListener::bind(admin_listen).await?;
+            println!(
+                "ingest reconcile: metrics on http://{admin_listen}/metrics, a sweep every {}",
+                humantime::format_duration(every)
+            );
+            let shutdown = service_runtime::shutdown::signal();
+            tokio::pin!(shutdown);
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let admin = tokio::spawn(service_runtime::admin::serve(
+                listener,
+                service_runtime::admin::router(registry),
+                async move {
+                    let _ = stop_rx.await;
+                },
+            ));
+            loop {
+                let result =
+                    ingest::reconcile::sweep(&settings, bootstrap.as_deref(), &args, &client).await;
+                metrics.record(&result);
+                match &result {
+                    Ok(s) => {
+                        tracing::info!(report = %ingest::reconcile::report(s, true), "reconcile sweep done")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "reconcile sweep failed; the watermark stays, the next sweep covers the window again")
+                    }
+                }
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(every) => {}
+                }
+            }
+            let _ = stop_tx.send(());
+            admin.await??;
             Ok(())
         }),
     }

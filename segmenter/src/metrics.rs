@@ -25,6 +25,8 @@ pub struct Metrics {
     pub batch_seconds: HistogramVec,
     /// `tierflow_segmenter_batch_failures_total`: batches retried from their offsets.
     pub batch_failures: IntCounter,
+    /// `tierflow_segmenter_missed_webhooks_total`
+    pub missed_webhooks: IntCounter,
 }
 
 impl Metrics {
@@ -76,6 +78,10 @@ impl Metrics {
                 "tierflow_segmenter_batch_failures_total",
                 "Batches whose produces failed and were retried from their offsets.",
             )?,
+            missed_webhooks: IntCounter::new(
+                "tierflow_segmenter_missed_webhooks_total",
+                "Order versions that only a reconcile sweep (`ingest reconcile`) brought: new to the ledger, so their webhook never arrived (or had not yet).",
+            )?,
         };
         registry.register(Box::new(m.records.clone()))?;
         registry.register(Box::new(m.updates.clone()))?;
@@ -86,6 +92,7 @@ impl Metrics {
         registry.register(Box::new(m.restored_records.clone()))?;
         registry.register(Box::new(m.batch_seconds.clone()))?;
         registry.register(Box::new(m.batch_failures.clone()))?;
+        registry.register(Box::new(m.missed_webhooks.clone()))?;
         Ok(m)
     }
 }

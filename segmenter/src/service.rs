@@ -82,6 +82,8 @@ struct Tally {
     records: HashMap<&'static str, u64>,
     quarantined: HashMap<&'static str, u64>,
     updates: HashMap<(&'static str, &'static str), u64>,
+    /// Reconcile records whose version was new to the ledger.
+    missed_webhooks: u64,
 }
 
 impl Tally {
@@ -103,6 +105,7 @@ impl Tally {
         for (k, n) in other.updates {
             *self.updates.entry(k).or_default() += n;
         }
+        self.missed_webhooks += other.missed_webhooks;
     }
 
     fn apply(self, m: &Metrics) {
@@ -115,6 +118,7 @@ impl Tally {
         for ((kind, changed), n) in self.updates {
             m.updates.with_label_values(&[kind, changed]).inc_by(n);
         }
+        m.missed_webhooks.inc_by(self.missed_webhooks);
     }
 }
 
@@ -803,6 +807,13 @@ impl Segmenter {
         );
         let (traceparent, tracestate) =
             service_runtime::telemetry::trace_context_after(&span, get(h::TRACEPARENT));
+        // A reconcile sweep republishes what Shopify has; a version new to the ledger is one
+        // whose webhook never came (or has not yet: the sweep's window ends in the past).
+        if get(h::ORIGIN) == Some("reconcile")
+            && matches!(decision.outcome, "applied" | "unchanged")
+        {
+            tally.missed_webhooks += 1;
+        }
         for u in &decision.updates {
             let labels = (
                 match u.kind {

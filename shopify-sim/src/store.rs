@@ -56,8 +56,10 @@ impl SimOrder {
                 "id": c.id,
                 "email": c.email,
                 "tags": c.tags.join(", "),
-                "email_marketing_consent": c.marketing_state.as_ref().map(|s| serde_json::json!({
-                    "state": s.to_ascii_lowercase(),
+                // The API's `marketingState` is never null for a customer with an email
+                // (`NOT_SUBSCRIBED` unless known): the webhook says the same.
+                "email_marketing_consent": c.email.as_ref().map(|_| serde_json::json!({
+                    "state": c.marketing_state.as_deref().unwrap_or("NOT_SUBSCRIBED").to_ascii_lowercase(),
                 })),
                 "admin_graphql_api_id": gid("Customer", c.id),
             })
