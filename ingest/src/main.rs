@@ -102,13 +102,7 @@ fn main() -> ExitCode {
                 .map(ingest::backfill::parse_since)
                 .transpose()?;
             anyhow::ensure!(chunk > 0, "--chunk must be at least 1");
-            let bootstrap = match settings.kafka.brokers()? {
-                service_runtime::config::Brokers::External(list) => Some(list),
-                service_runtime::config::Brokers::Embedded if execute => anyhow::bail!(
-                    "--execute needs a real broker (an embedded one would lose the records when this command ends): pass --brokers"
-                ),
-                service_runtime::config::Brokers::Embedded => None,
-            };
+            let bootstrap = command_brokers(&settings, execute)?;
             let args = ingest::backfill::BackfillArgs {
                 shop,
                 since,
@@ -138,13 +132,7 @@ fn main() -> ExitCode {
                 every.is_none() || execute,
                 "--every sweeps periodically and needs --execute (a periodic dry run changes nothing)"
             );
-            let bootstrap = match settings.kafka.brokers()? {
-                service_runtime::config::Brokers::External(list) => Some(list),
-                service_runtime::config::Brokers::Embedded if execute => anyhow::bail!(
-                    "--execute needs a real broker (an embedded one would lose the records when this command ends): pass --brokers"
-                ),
-                service_runtime::config::Brokers::Embedded => None,
-            };
+            let bootstrap = command_brokers(&settings, execute)?;
             let args = ingest::reconcile::ReconcileArgs {
                 shop: shop.clone(),
                 since,
@@ -198,6 +186,18 @@ fn main() -> ExitCode {
             Ok(())
         }),
     }
+}
+
+/// The brokers a command publishes to: the configured ones; an embedded broker only for a dry
+/// run (it would lose the records when the command ends).
+fn command_brokers(settings: &Settings, execute: bool) -> anyhow::Result<Option<String>> {
+    Ok(match settings.kafka.brokers()? {
+        service_runtime::config::Brokers::External(list) => Some(list),
+        service_runtime::config::Brokers::Embedded if execute => anyhow::bail!(
+            "--execute needs a real broker (an embedded one would lose the records when this command ends): pass --brokers"
+        ),
+        service_runtime::config::Brokers::Embedded => None,
+    })
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {

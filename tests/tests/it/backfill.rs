@@ -16,6 +16,20 @@ use tests::*;
 
 const TOKEN: &str = "shpat_e2e";
 
+/// The ingest's settings for the simulated shop's Admin API.
+fn admin_settings(shopify: &SimHandle) -> ingest::config::Settings {
+    let mut s = ingest::config::Settings::default();
+    s.shopify.shops.insert(
+        SHOP.into(),
+        ingest::config::ShopSecrets {
+            admin_access_token: Some(secrecy::SecretString::from(TOKEN)),
+            admin_api_url: Some(shopify.base_url()),
+            ..Default::default()
+        },
+    );
+    s
+}
+
 /// One version of `history` as Shopify holds it.
 fn sim_order(v: &OrderVersion) -> SimOrder {
     let at = |second: u32| {
@@ -126,15 +140,7 @@ async fn backfill_and_webhooks_of_the_same_orders_in_any_order_end_exact() {
 
     let sent = deliver(pipeline.endpoints.webhooks, before).await;
     assert_eq!(sent, before.len());
-    let mut s = ingest::config::Settings::default();
-    s.shopify.shops.insert(
-        SHOP.into(),
-        ingest::config::ShopSecrets {
-            admin_access_token: Some(secrecy::SecretString::from(TOKEN)),
-            admin_api_url: Some(shopify.base_url()),
-            ..Default::default()
-        },
-    );
+    let s = admin_settings(&shopify);
     let state = std::env::temp_dir().join(format!("tierflow-e2e-backfill-{}", std::process::id()));
     let args = ingest::backfill::BackfillArgs {
         shop: SHOP.into(),
@@ -243,15 +249,7 @@ async fn reconcile_finds_exactly_the_dropped_webhooks() {
     )
     .await;
 
-    let mut s = ingest::config::Settings::default();
-    s.shopify.shops.insert(
-        SHOP.into(),
-        ingest::config::ShopSecrets {
-            admin_access_token: Some(secrecy::SecretString::from(TOKEN)),
-            admin_api_url: Some(shopify.base_url()),
-            ..Default::default()
-        },
-    );
+    let s = admin_settings(&shopify);
     let state = std::env::temp_dir().join(format!("tierflow-e2e-reconcile-{}", std::process::id()));
     let args = ingest::reconcile::ReconcileArgs {
         shop: SHOP.into(),
