@@ -40,6 +40,11 @@ pub fn orders_page_query() -> String {
     format!("query TierflowReconcile($query: String!, $after: String) {{ orders(first: 250, after: $after, sortKey: UPDATED_AT, query: $query) {{ edges {{ node {{ {ORDER_FIELDS} }} }} pageInfo {{ hasNextPage endCursor }} }} }}")
 }
 
+/// The app's webhook subscriptions on the shop (those made through the Admin API; ones
+/// declared in the app's `shopify.app.toml` are not listed by this query).
+pub const SUBSCRIPTIONS_QUERY: &str =
+    "query TierflowSubscriptions { webhookSubscriptions(first: 250) { nodes { topic uri } } }";
+
 /// One bulk operation's state.
 pub const BULK_STATUS_QUERY: &str = "query TierflowBulkStatus($id: ID!) { bulkOperation(id: $id) { id status errorCode objectCount url partialDataUrl } }";
 

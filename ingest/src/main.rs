@@ -71,6 +71,10 @@ enum Command {
         every: Option<Duration>,
         #[arg(long, default_value = "127.0.0.1:9094")]
         admin_listen: std::net::SocketAddr,
+        /// Also check that the shop has a webhook subscription for every accepted topic
+        /// (subscriptions made through the Admin API; app-configuration ones are not listed).
+        #[arg(long)]
+        check_subscriptions: bool,
     },
 }
 
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
             state_dir,
             every,
             admin_listen,
+            check_subscriptions,
         }) => service_runtime::run_service("ingest reconcile", async move {
             let _telemetry =
                 service_runtime::telemetry::init("ingest", settings.telemetry.log_format)?;
@@ -139,6 +144,7 @@ fn main() -> ExitCode {
                 overlap,
                 execute,
                 state_dir,
+                check_subscriptions,
             };
             let client = ingest::admin_api::AdminClient::new(settings.admin_api(&shop)?)?;
             let Some(every) = every else {
@@ -167,7 +173,12 @@ fn main() -> ExitCode {
             loop {
                 let result =
                     ingest::reconcile::sweep(&settings, bootstrap.as_deref(), &args, &client).await;
-                metrics.record(&result);
+                let checked = if check_subscriptions {
+                    settings.ingest.topics.as_slice()
+                } else {
+                    &[]
+                };
+                metrics.record(&result, checked);
                 match &result {
                     Ok(s) => {
                         tracing::info!(report = %ingest::reconcile::report(s, true), "reconcile sweep done")

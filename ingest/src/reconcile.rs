@@ -33,6 +33,8 @@ pub struct ReconcileArgs {
     pub overlap: Duration,
     pub execute: bool,
     pub state_dir: PathBuf,
+    /// Also list the app's webhook subscriptions and report the accepted topics without one.
+    pub check_subscriptions: bool,
 }
 
 /// What one sweep covered and found.
@@ -42,6 +44,9 @@ pub struct Sweep {
     pub to: String,
     pub pages: u64,
     pub orders: Summary,
+    /// Topics the ingest accepts that the shop has no webhook subscription for (with
+    /// `check_subscriptions`).
+    pub missing_subscriptions: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -167,12 +172,53 @@ pub async fn sweep(
         save(&args.state_dir, &args.shop, to)?;
     }
     orders.operation_id = format!("reconcile {} .. {}", fmt(from), fmt(to));
+    let missing_subscriptions = if args.check_subscriptions {
+        missing_subscriptions(client, &settings.ingest.topics).await?
+    } else {
+        Vec::new()
+    };
     Ok(Sweep {
         from: fmt(from),
         to: fmt(to),
         pages,
         orders,
+        missing_subscriptions,
     })
+}
+
+/// The accepted topics the shop has no webhook subscription for. Shopify deletes an Admin-API
+/// subscription after 8 consecutive failed deliveries, silently: from then on only reconcile
+/// sees that topic's changes. Compliance topics are declared in the app's configuration, not
+/// subscribed, and are not checked.
+pub async fn missing_subscriptions(
+    client: &AdminClient,
+    topics: &[schemas::ShopifyTopic],
+) -> anyhow::Result<Vec<String>> {
+    let data = client
+        .graphql(admin_api::SUBSCRIPTIONS_QUERY, json!({}))
+        .await?;
+    let subscribed: std::collections::BTreeSet<&str> = data["webhookSubscriptions"]["nodes"]
+        .as_array()
+        .context("webhookSubscriptions.nodes missing from Shopify's answer")?
+        .iter()
+        .filter_map(|n| n["topic"].as_str())
+        .collect();
+    Ok(topics
+        .iter()
+        .filter(|t| {
+            !matches!(
+                t.scope(),
+                schemas::TopicScope::CustomerCompliance | schemas::TopicScope::Shop
+            )
+        })
+        .filter(|t| !subscribed.contains(subscription_topic(**t).as_str()))
+        .map(|t| t.as_str().to_owned())
+        .collect())
+}
+
+/// `orders/updated` → `ORDERS_UPDATED` (`WebhookSubscriptionTopic`).
+pub fn subscription_topic(t: schemas::ShopifyTopic) -> String {
+    t.as_str().to_ascii_uppercase().replace('/', "_")
 }
 
 /// `tierflow_ingest_reconcile_*`, served in periodic mode.
@@ -181,6 +227,7 @@ pub struct Metrics {
     pub runs: prometheus::IntCounterVec,
     pub orders: prometheus::IntCounter,
     pub last_success: prometheus::Gauge,
+    pub missing_subscriptions: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -201,16 +248,30 @@ impl Metrics {
                 "tierflow_ingest_reconcile_last_success_timestamp_seconds",
                 "When the last sweep completed (its window's upper bound).",
             )?,
+            missing_subscriptions: prometheus::IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "tierflow_ingest_reconcile_subscription_missing",
+                    "1 for an accepted Shopify topic the shop has no webhook subscription for (--check-subscriptions), else 0.",
+                ),
+                &["shopify_topic"],
+            )?,
         };
         registry.register(Box::new(m.runs.clone()))?;
         registry.register(Box::new(m.orders.clone()))?;
         registry.register(Box::new(m.last_success.clone()))?;
+        registry.register(Box::new(m.missing_subscriptions.clone()))?;
         Ok(m)
     }
 
-    pub fn record(&self, result: &anyhow::Result<Sweep>) {
+    pub fn record(&self, result: &anyhow::Result<Sweep>, checked: &[schemas::ShopifyTopic]) {
         match result {
             Ok(s) => {
+                for t in checked {
+                    let missing = s.missing_subscriptions.iter().any(|m| m == t.as_str());
+                    self.missing_subscriptions
+                        .with_label_values(&[t.as_str()])
+                        .set(i64::from(missing));
+                }
                 self.runs.with_label_values(&["ok"]).inc();
                 self.orders.inc_by(s.orders.orders);
                 if let Ok(t) = DateTime::parse_from_rfc3339(&s.to) {
@@ -224,8 +285,16 @@ impl Metrics {
 
 /// The summary an operator reads after a sweep.
 pub fn report(s: &Sweep, executed: bool) -> String {
+    let subscriptions = if s.missing_subscriptions.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; NO WEBHOOK SUBSCRIPTION for {} (Shopify deletes one after 8 failed deliveries): register it again (webhookSubscriptionCreate, or the app's configuration); until then only reconcile sees those changes",
+            s.missing_subscriptions.join(", ")
+        )
+    };
     format!(
-        "{} orders updated {} .. {} ({} pages); {}",
+        "{} orders updated {} .. {} ({} pages); {}{subscriptions}",
         s.orders.orders,
         s.from,
         s.to,

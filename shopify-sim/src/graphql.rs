@@ -318,6 +318,9 @@ pub(crate) enum Obj {
     UserError(UserErr),
     AppInstallation(Vec<String>),
     AccessScope(String),
+    WebhookConnection(Vec<(usize, String, String)>),
+    WebhookEdge(usize, String, String),
+    WebhookSubscription(usize, String, String),
 }
 
 /// A bulk operation as read at one moment.
@@ -546,6 +549,9 @@ impl ObjectValue for Obj {
             Obj::UserError(_) => "UserError",
             Obj::AppInstallation(_) => "AppInstallation",
             Obj::AccessScope(_) => "AccessScope",
+            Obj::WebhookConnection(_) => "WebhookSubscriptionConnection",
+            Obj::WebhookEdge(..) => "WebhookSubscriptionEdge",
+            Obj::WebhookSubscription(..) => "WebhookSubscription",
         }
     }
 
@@ -576,6 +582,47 @@ impl ObjectValue for Obj {
                 drop(s);
                 ResolvedValue::nullable_object(last.map(Obj::Bulk))
             }
+            (Obj::Query(ctx), "webhookSubscriptions") => {
+                let first = info.arguments().get("first").and_then(|v| v.as_i64());
+                if !first.is_some_and(|f| (0..=MAX_PAGE).contains(&f)) {
+                    return Err(err(format!(
+                        "first must be between 0 and {MAX_PAGE} (the simulator serves one page)"
+                    )));
+                }
+                let list = ctx.shared.lock().subscriptions.clone();
+                ResolvedValue::object(Obj::WebhookConnection(
+                    list.into_iter()
+                        .enumerate()
+                        .map(|(i, (t, u))| (i, t, u))
+                        .collect(),
+                ))
+            }
+            (Obj::WebhookConnection(list), "nodes") => {
+                ResolvedValue::list(list.iter().map(|(i, t, u)| {
+                    ResolvedValue::object(Obj::WebhookSubscription(*i, t.clone(), u.clone()))
+                }))
+            }
+            (Obj::WebhookConnection(list), "edges") => {
+                ResolvedValue::list(list.iter().map(|(i, t, u)| {
+                    ResolvedValue::object(Obj::WebhookEdge(*i, t.clone(), u.clone()))
+                }))
+            }
+            (Obj::WebhookConnection(list), "pageInfo") => ResolvedValue::object(Obj::PageInfo {
+                start: list.first().map(|(i, ..)| cursor(*i)),
+                end: list.last().map(|(i, ..)| cursor(*i)),
+                has_next: false,
+                has_previous: false,
+            }),
+            (Obj::WebhookEdge(i, ..), "cursor") => ResolvedValue::leaf(cursor(*i)),
+            (Obj::WebhookEdge(i, t, u), "node") => {
+                ResolvedValue::object(Obj::WebhookSubscription(*i, t.clone(), u.clone()))
+            }
+            (Obj::WebhookSubscription(i, ..), "id") => {
+                ResolvedValue::leaf(gid("WebhookSubscription", 1 + *i as u64))
+            }
+            (Obj::WebhookSubscription(_, t, _), "topic") => ResolvedValue::leaf(t.clone()),
+            (Obj::WebhookSubscription(_, _, u), "uri") => ResolvedValue::leaf(u.clone()),
+            (Obj::WebhookSubscription(..), "format") => ResolvedValue::leaf("JSON"),
             (Obj::Query(ctx), "currentAppInstallation") => {
                 ResolvedValue::object(Obj::AppInstallation(ctx.scopes.clone()))
             }

@@ -7,7 +7,8 @@
 //! - [`store`]: the shop's orders, shared with the webhook generator (`SimOrder::webhook_body`).
 //! - [`graphql`]: `POST /admin/api/<version>/graphql.json`: access-token auth, the query
 //!   cost and its leaky bucket (`THROTTLED`), `orders` with cursors, sort and search,
-//!   `currentAppInstallation.accessScopes`, and the bulk operation calls.
+//!   `currentAppInstallation.accessScopes`, `webhookSubscriptions`, and the bulk operation
+//!   calls.
 //! - [`bulk`]: the bulk operation state machine (created → running → completed, failed,
 //!   canceled, expired), one query operation at a time per app (`OPERATION_IN_PROGRESS`),
 //!   the JSONL result at a URL that expires.
@@ -101,6 +102,8 @@ pub struct State {
     pub refilled: Instant,
     /// Requests served, by kind (`graphql`, `throttled`, `bulk_download`, ...).
     pub requests: std::collections::BTreeMap<String, u64>,
+    /// The app's webhook subscriptions: (`WebhookSubscriptionTopic`, uri).
+    pub subscriptions: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -123,6 +126,7 @@ impl Shared {
                 bucket,
                 refilled: Instant::now(),
                 requests: Default::default(),
+                subscriptions: Vec::new(),
             }),
             base_url: Mutex::new(String::new()),
         })
@@ -177,6 +181,11 @@ impl SimHandle {
                 None => s.orders.push(o),
             }
         }
+    }
+
+    /// Replace the app's webhook subscriptions: (`ORDERS_UPDATED`, `https://…`) pairs.
+    pub fn set_subscriptions(&self, subscriptions: Vec<(String, String)>) {
+        self.shared.lock().subscriptions = subscriptions;
     }
 
     pub fn set_faults(&self, faults: Faults) {

@@ -166,6 +166,7 @@ fn every_query_the_client_sends_is_valid_for_the_pinned_schema() {
         ingest::admin_api::bulk_orders_query(None),
         ingest::admin_api::bulk_orders_query(Some("2024-01-01T00:00:00Z")),
         ingest::admin_api::orders_page_query(),
+        ingest::admin_api::SUBSCRIPTIONS_QUERY.to_owned(),
     ] {
         shopify_sim::graphql::validate(&q).unwrap_or_else(|e| panic!("{q}\n{e}"));
     }
@@ -521,7 +522,27 @@ async fn reconcile_sweeps_a_window_and_moves_the_watermark_only_when_complete() 
         overlap: Duration::from_secs(600),
         execute: true,
         state_dir: dir.path().to_owned(),
+        check_subscriptions: true,
     };
+    // Subscribed to every accepted topic but orders/delete (compliance topics are declared in
+    // the app's configuration, not subscribed).
+    sim.shared.lock().subscriptions = s
+        .ingest
+        .topics
+        .iter()
+        .filter(|t| **t != ShopifyTopic::OrdersDelete)
+        .map(|t| {
+            (
+                ingest::reconcile::subscription_topic(*t),
+                "https://tierflow.example/webhooks/shopify".into(),
+            )
+        })
+        .filter(|(t, _)| {
+            !t.starts_with("CUSTOMERS_REDACT")
+                && !t.starts_with("CUSTOMERS_DATA")
+                && t != "SHOP_REDACT"
+        })
+        .collect();
     let client = ingest::admin_api::AdminClient::new(s.admin_api(SHOP).unwrap())
         .unwrap()
         .with_retry_base(Duration::from_millis(1));
@@ -540,6 +561,12 @@ async fn reconcile_sweeps_a_window_and_moves_the_watermark_only_when_complete() 
     let swept = sweep(&s, Some(&bootstrap), &first, &client).await.unwrap();
     assert_eq!(swept.orders.orders, 300, "{swept:?}");
     assert_eq!(swept.pages, 2);
+    assert_eq!(swept.missing_subscriptions, ["orders/delete"]);
+    let report = ingest::reconcile::report(&swept, true);
+    assert!(
+        report.contains("NO WEBHOOK SUBSCRIPTION for orders/delete"),
+        "{report}"
+    );
     assert_eq!(swept.orders.published, 300);
     let records = testkit::topic::read_all(&bootstrap, ORDERS);
     assert_eq!(records.len(), 300);

@@ -257,6 +257,7 @@ async fn reconcile_finds_exactly_the_dropped_webhooks() {
         overlap: Duration::from_secs(900),
         execute: true,
         state_dir: state.clone(),
+        check_subscriptions: false,
     };
     let client = ingest::admin_api::AdminClient::new(s.admin_api(SHOP).unwrap()).unwrap();
     let swept = ingest::reconcile::sweep(&s, Some(&bootstrap), &args, &client)
