@@ -76,11 +76,15 @@ async fn poison_records_are_quarantined_and_the_partition_moves_on() {
         child.try_wait().unwrap().is_none(),
         "the segmenter exited on poison records"
     );
+    // The updates and the quarantine copies of one batch travel in separate produce requests
+    // (one in flight per broker), so the state can be visible a moment before the copies:
+    // wait for the five.
     let b = bootstrap.clone();
-    let quarantined =
-        tokio::task::spawn_blocking(move || read_all(&b, "shopify.orders.quarantine"))
-            .await
-            .unwrap();
+    let quarantined = tokio::task::spawn_blocking(move || {
+        testkit::topic::read_at_least(&b, "shopify.orders.quarantine", 5, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
     let reasons: BTreeSet<(String, String)> = quarantined
         .iter()
         .map(|m| {
