@@ -258,9 +258,13 @@ async fn every_dashboard_and_alert_query_returns_series_from_a_real_prometheus()
             .json()
             .await
             .unwrap();
+        // `ingest reconcile --every` is a command of its own, not part of the dev pipeline:
+        // its series exist only where it runs. Its alerts' queries must still be valid here;
+        // their firing is unit-tested by promtool.
+        let command_only = expr.contains("tierflow_ingest_reconcile_");
         if v["status"] != "success" {
             failures.push(format!("{origin}: `{expr}` errors: {}", v["error"]));
-        } else if v["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
+        } else if !command_only && v["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
             failures.push(format!("{origin}: `{expr}` returns no series"));
         }
     }
