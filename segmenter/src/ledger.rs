@@ -580,24 +580,21 @@ impl Ledger {
         self.deleted.insert((shop, order_id))
     }
 
-    /// The customer of `shop` who has `order_id`, if any here does.
-    pub fn find_order(&self, shop: &str, order_id: u64) -> Option<CustomerKey> {
-        let shop_id = *self.shop_ids.get(shop)?;
-        self.customers
-            .iter()
-            .find(|(k, s)| k.shop == shop_id && s.orders.iter().any(|e| e.order_id == order_id))
-            .map(|(k, _)| *k)
-    }
-
     /// Delete `order_id` of `shop`: mark it, and take it out of the customer who has it (a
     /// customer left without orders is forgotten, as a changelog restore of the tombstone
-    /// does). Returns that customer, if any here has the order. A scan of the shop's
-    /// customers: the deletion names no customer, and deletions are rare.
-    pub fn delete_order(&mut self, shop: &str, order_id: u64) -> Option<CustomerKey> {
+    /// does). Returns that customer and their summary before, if any here has the order. One
+    /// scan of the customers: the deletion names no customer, and deletions are rare.
+    pub fn delete_order(&mut self, shop: &str, order_id: u64) -> Option<(CustomerKey, Summary)> {
         self.mark_deleted(shop, order_id);
-        let key = self.find_order(shop, order_id)?;
+        let shop_id = *self.shop_ids.get(shop)?;
+        let key = self
+            .customers
+            .iter()
+            .find(|(k, s)| k.shop == shop_id && s.orders.iter().any(|e| e.order_id == order_id))
+            .map(|(k, _)| *k)?;
+        let before = self.summary(key)?;
         self.restore_delete(shop, key.customer_id, order_id);
-        Some(key)
+        Some((key, before))
     }
 
     /// Forget a customer; returns the order ids that were stored (for changelog tombstones).

@@ -317,10 +317,7 @@ fn delete_order(
         // A redelivered deletion: the marker and any removal are already written.
         return d;
     }
-    let holder = ledger
-        .find_order(meta.shop, order_id)
-        .map(|key| (key, ledger.summary(key)));
-    ledger.delete_order(meta.shop, order_id);
+    let holder = ledger.delete_order(meta.shop, order_id);
     d.changelog.push(ChangelogWrite::OrderDeleted {
         shop: meta.shop.to_owned(),
         order_id,
@@ -332,15 +329,10 @@ fn delete_order(
         key: OrderRecord::key(meta.shop, key.customer_id, order_id),
     });
     // A customer left without orders is forgotten by the ledger; their state is zero.
-    let after = ledger.summary(key).unwrap_or_else(|| {
-        Summary::zero(
-            before.as_ref().and_then(|b| b.email.clone()),
-            before.as_ref().and_then(|b| b.currency.clone()),
-        )
-    });
-    let previous_tier = before
-        .as_ref()
-        .map(|b| rules.tiers.tier_for(b.total_spent).clone());
+    let after = ledger
+        .summary(key)
+        .unwrap_or_else(|| Summary::zero(before.email.clone(), before.currency.clone()));
+    let previous_tier = Some(rules.tiers.tier_for(before.total_spent).clone());
     let tier = rules.tiers.tier_for(after.total_spent).clone();
     d.updates.push(update(
         rules,

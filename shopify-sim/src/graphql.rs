@@ -881,12 +881,6 @@ async fn post_orders(
     State(shared): State<Arc<Shared>>,
     Json(orders): Json<Vec<SimOrder>>,
 ) -> StatusCode {
-    let mut s = shared.lock();
-    for o in orders {
-        match s.orders.iter_mut().find(|e| e.id == o.id) {
-            Some(e) => *e = o,
-            None => s.orders.push(o),
-        }
-    }
+    shared.upsert_orders(orders);
     StatusCode::NO_CONTENT
 }

@@ -132,6 +132,17 @@ impl Shared {
         })
     }
 
+    /// Add or replace orders (by id).
+    pub fn upsert_orders(&self, orders: impl IntoIterator<Item = SimOrder>) {
+        let mut s = self.lock();
+        for o in orders {
+            match s.orders.iter_mut().find(|e| e.id == o.id) {
+                Some(e) => *e = o,
+                None => s.orders.push(o),
+            }
+        }
+    }
+
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -174,13 +185,7 @@ impl SimHandle {
 
     /// Add or replace orders (by id).
     pub fn upsert_orders(&self, orders: impl IntoIterator<Item = SimOrder>) {
-        let mut s = self.shared.lock();
-        for o in orders {
-            match s.orders.iter_mut().find(|e| e.id == o.id) {
-                Some(e) => *e = o,
-                None => s.orders.push(o),
-            }
-        }
+        self.shared.upsert_orders(orders);
     }
 
     /// Replace the app's webhook subscriptions: (`ORDERS_UPDATED`, `https://…`) pairs.
