@@ -25,6 +25,8 @@ use crate::config::AdminApi;
 
 /// Attempts per request on 5xx and transport errors.
 pub const MAX_ATTEMPTS: u32 = 8;
+/// Deadline of one GraphQL request, and the longest silence on a result download.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// A `THROTTLED` answer is waited out this many times per request before giving up.
 const MAX_THROTTLED: u32 = 50;
 
@@ -100,8 +102,11 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(api: AdminApi) -> anyhow::Result<Self> {
+        // No whole-request deadline on the client: a bulk result of millions of orders streams
+        // for minutes while it is published. A stalled read still fails (`read_timeout`), and
+        // every GraphQL request has its own deadline (`REQUEST_TIMEOUT`).
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
+            .read_timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("tierflow-ingest/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -137,6 +142,7 @@ impl AdminClient {
             let sent = self
                 .http
                 .post(self.api.graphql_url.clone())
+                .timeout(REQUEST_TIMEOUT)
                 .header("x-shopify-access-token", self.api.token.expose_secret())
                 .json(&body)
                 .send()

@@ -157,6 +157,13 @@ pub async fn sweep(
             connection["pageInfo"]["hasNextPage"].as_bool(),
             connection["pageInfo"]["endCursor"].as_str(),
         ) {
+            // A cursor that does not move would page forever: an odd answer, not progress.
+            (Some(true), Some(cursor)) if after.as_deref() == Some(cursor) => {
+                return Err(admin_api::AdminError::Unexpected(format!(
+                    "orders.pageInfo.endCursor {cursor:?} repeated with hasNextPage"
+                ))
+                .into())
+            }
             (Some(true), Some(cursor)) => after = Some(cursor.to_owned()),
             (Some(false), _) => break,
             _ => {
