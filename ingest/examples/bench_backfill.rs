@@ -103,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
             accept_recent_only: false,
             chunk: 2000,
             progress: false,
+            tiers_wait: None,
         };
         // The simulator renders the operation's result when it is created (its speed is not
         // Shopify's): a dry run first makes it, untimed; the timed run reuses it and does

@@ -35,6 +35,7 @@ use serde_json::{json, Value};
 use crate::admin_api::{self, AdminClient};
 use crate::config::Settings;
 use crate::publisher::Publisher;
+use crate::tier_moves::{self, TierReport};
 
 /// What to backfill and how.
 #[derive(Debug, Clone)]
@@ -53,6 +54,9 @@ pub struct BackfillArgs {
     pub chunk: usize,
     /// Show a progress bar on stderr (when it is a terminal).
     pub progress: bool,
+    /// Report the customers' tiers before → after (read from the segments topic), waiting up
+    /// to this long for the segmenter to consume what was published; `None`: no tier report.
+    pub tiers_wait: Option<Duration>,
 }
 
 /// What a backfill saw and did.
@@ -73,6 +77,11 @@ pub struct Summary {
     pub by_financial_status: BTreeMap<String, u64>,
     /// Lines that could not be rendered as an order (quarantined with their text).
     pub quarantined: u64,
+    /// The customers' tiers before → after (with a broker and `tiers_wait`).
+    pub tiers: Option<TierReport>,
+    /// The customers of the result (of resumed lines too), for the tier report.
+    #[serde(skip)]
+    pub customer_ids: BTreeSet<u64>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -125,8 +134,42 @@ pub fn parse_since(s: &str) -> anyhow::Result<String> {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
-/// Run a backfill. `bootstrap` is needed only with `execute`.
+/// Run a backfill. `bootstrap` is needed only with `execute`; with it and `tiers_wait`, the
+/// summary also tells the customers' tiers before → after.
 pub async fn run(
+    settings: &Settings,
+    bootstrap: Option<&str>,
+    args: &BackfillArgs,
+) -> anyhow::Result<Summary> {
+    let tiers = match (bootstrap, args.tiers_wait) {
+        (Some(b), Some(wait)) => {
+            let (s, b2, shop) = (settings.clone(), b.to_owned(), args.shop.clone());
+            // Not being able to tell tiers never stops a backfill: it is a report.
+            match tokio::task::spawn_blocking(move || tier_moves::read(&s, &b2, &shop)).await? {
+                Ok(before) => Some((b, wait, before)),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot read the customers' tiers from the segments topic; the summary will not tell tiers before → after");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let mut summary = run_operation(settings, bootstrap, args).await?;
+    if let Some((b, wait, before)) = tiers {
+        let ids = std::mem::take(&mut summary.customer_ids);
+        match tier_moves::report(settings, b, &args.shop, before, &ids, args.execute, wait).await {
+            Ok(report) => summary.tiers = Some(report),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the customers' tiers after the backfill")
+            }
+        }
+        summary.customer_ids = ids;
+    }
+    Ok(summary)
+}
+
+async fn run_operation(
     settings: &Settings,
     bootstrap: Option<&str>,
     args: &BackfillArgs,
@@ -202,6 +245,7 @@ pub async fn run(
                 .await?
                 {
                     Streamed::Done(summary) => {
+                        let summary = *summary;
                         if args.execute {
                             // Done: the next run is a new backfill, not a resumption.
                             checkpoint.operation_id = None;
@@ -397,7 +441,7 @@ fn progress_bar(show: bool, len: Option<u64>) -> indicatif::ProgressBar {
 }
 
 enum Streamed {
-    Done(Summary),
+    Done(Box<Summary>),
     Expired,
 }
 
@@ -523,6 +567,7 @@ impl<'a> Sender<'a> {
             checkpoint.save(dir)?;
         }
         self.summary.customers = self.customers.len() as u64;
+        self.summary.customer_ids = self.customers;
         Ok(self.summary)
     }
 }
@@ -595,6 +640,11 @@ async fn stream_result(
             }
             line_no += 1;
             if line_no <= resume_after {
+                // Published by an earlier run; its customer still belongs in the tier report.
+                if let Ok(v) = serde_json::from_slice::<Value>(line) {
+                    let mut ignored = Summary::default();
+                    tally(&v, &mut ignored, &mut sender.customers);
+                }
                 continue;
             }
             sender.line(line_no, line).await?;
@@ -610,7 +660,7 @@ async fn stream_result(
     }
     let summary = sender.finish().await?;
     bar.finish_and_clear();
-    Ok(Streamed::Done(summary))
+    Ok(Streamed::Done(Box::new(summary)))
 }
 
 fn tally(v: &Value, summary: &mut Summary, customers: &mut BTreeSet<u64>) {
@@ -735,8 +785,13 @@ pub fn report(s: &Summary, executed: bool) -> String {
         .iter()
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
+    let tiers = s
+        .tiers
+        .as_ref()
+        .map(|t| format!("\n{}", t.render()))
+        .unwrap_or_default();
     format!(
-        "{} {}: {} orders read ({} resumed past), {} customers, {} guest orders, {} test, {} cancelled; by financial status: {}; {} quarantined; {}",
+        "{} {}: {} orders read ({} resumed past), {} customers, {} guest orders, {} test, {} cancelled; by financial status: {}; {} quarantined; {}{tiers}",
         if executed { "backfilled" } else { "dry run of" },
         s.operation_id,
         s.orders,

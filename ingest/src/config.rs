@@ -31,6 +31,26 @@ pub struct Settings {
     pub shopify: ShopifyConfig,
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// Only `[segmenter] group_id` (the section's other keys are the segmenter's): `backfill`
+    /// waits for that group to consume what it published before it reads the tiers after.
+    #[serde(default)]
+    pub segmenter: SegmenterPeer,
+}
+
+/// The part of `[segmenter]` the ingest reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SegmenterPeer {
+    pub group_id: String,
+}
+
+impl Default for SegmenterPeer {
+    fn default() -> Self {
+        // The segmenter's own default (segmenter/src/config.rs).
+        SegmenterPeer {
+            group_id: "tierflow-segmenter".into(),
+        }
+    }
 }
 
 /// `[shopify]`: the webhook secrets. Secrets never appear in `Debug` output or logs.
@@ -463,11 +483,12 @@ mod tests {
         assert_eq!(s.ingest.produce_timeout, Duration::from_secs(3));
         assert_eq!(s.ingest.topics.len(), 13);
         assert_eq!(s.topics.orders, "shopify.orders");
+        assert_eq!(s.segmenter.group_id, "tierflow-segmenter");
     }
 
     #[test]
     fn env_overrides_and_other_services_sections_are_ignored() {
-        let text = format!("{MIN}[segmenter]\nanything = 1\n[ingest]\nlisten = \"127.0.0.1:1\"\n");
+        let text = format!("{MIN}[segmenter]\nanything = 1\ngroup_id = \"seg-blue\"\n[ingest]\nlisten = \"127.0.0.1:1\"\n");
         let s = load(
             &text,
             &[
@@ -487,6 +508,7 @@ mod tests {
         );
         assert_eq!(s.ingest.produce_timeout, Duration::from_millis(1500));
         assert_eq!(s.secrets().unwrap().global.len(), 2);
+        assert_eq!(s.segmenter.group_id, "seg-blue");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`admin_api`]: the Shopify Admin GraphQL client (throttling, retries, the query texts).
 //! - [`backfill`]: `ingest backfill`, a shop's order history from a bulk operation into the
 //!   orders topic through the webhook's record contract, resumable from a checkpoint.
+//! - [`tier_moves`]: the backfill summary's tiers before → after, read from the segments topic.
 //! - [`reconcile`]: `ingest reconcile`, a watermark sweep of recently updated orders through
 //!   the same path, so the segmenter can count (and heal) what webhooks missed.
 //!
@@ -23,6 +24,7 @@ pub mod publisher;
 pub mod reconcile;
 pub mod server;
 pub mod signature;
+pub mod tier_moves;
 pub mod webhook;
 
 use std::future::Future;

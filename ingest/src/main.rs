@@ -50,6 +50,10 @@ enum Command {
         /// Orders published and acknowledged between checkpoints.
         #[arg(long, default_value_t = 500)]
         chunk: usize,
+        /// How long to wait for the segmenter to consume the backfill before reading the
+        /// customers' tiers after it, for the summary (0: no tier report).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        tiers_wait: Duration,
     },
     /// Sweep the orders updated since the last sweep (minus an overlap) and publish them, so
     /// versions whose webhook never arrived reach the segmenter (dry run unless --execute).
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
             poll_interval,
             accept_recent_only,
             chunk,
+            tiers_wait,
         }) => service_runtime::run_service("ingest backfill", async move {
             let _telemetry =
                 service_runtime::telemetry::init("ingest", settings.telemetry.log_format)?;
@@ -116,6 +121,7 @@ fn main() -> ExitCode {
                 accept_recent_only,
                 chunk,
                 progress: true,
+                tiers_wait: (!tiers_wait.is_zero()).then_some(tiers_wait),
             };
             let summary = ingest::backfill::run(&settings, bootstrap.as_deref(), &args).await?;
             println!("{}", ingest::backfill::report(&summary, execute));

@@ -124,6 +124,7 @@ fn args(state_dir: &std::path::Path, execute: bool) -> BackfillArgs {
         accept_recent_only: false,
         chunk: 200,
         progress: false,
+        tiers_wait: None,
     }
 }
 

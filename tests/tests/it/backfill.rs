@@ -151,6 +151,7 @@ async fn backfill_and_webhooks_of_the_same_orders_in_any_order_end_exact() {
         accept_recent_only: false,
         chunk: 250,
         progress: false,
+        tiers_wait: Some(Duration::from_secs(120)),
     };
     // The rest of the webhooks arrive while the backfill publishes.
     let (summary, sent) = tokio::join!(
@@ -161,8 +162,37 @@ async fn backfill_and_webhooks_of_the_same_orders_in_any_order_end_exact() {
     assert_eq!(sent, during.len());
     assert_eq!(summary.published, shopify.shared.lock().orders.len() as u64);
 
+    // The summary's tiers: every customer of the result counted once before and once in a
+    // before → after pair (the segmenter caught up within the wait).
+    let tiers = summary.tiers.clone().expect("a tier report with a broker");
+    assert_eq!(tiers.before.values().sum::<u64>(), summary.customers);
+    let moves = tiers.moves.clone().unwrap_or_else(|| {
+        panic!("no tiers after: {:?}", tiers.after_missing);
+    });
+    assert_eq!(moves.values().sum::<u64>(), summary.customers);
+    eprintln!("{}", ingest::backfill::report(&summary, true));
+
     let sim = pipeline.sim.clone();
     eventually(Duration::from_secs(180), || okta_mismatches(&sim, &want)).await;
+
+    // Everything is settled: a second backfill changes nothing, and its tiers (before and
+    // after) are the reference's for every customer of the shop.
+    let again = ingest::backfill::run(&s, Some(&bootstrap), &args)
+        .await
+        .unwrap();
+    let mut expected: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for c in &again.customer_ids {
+        let (total, _) = want.get(c).copied().unwrap_or_default();
+        let name = tier(total).trim_start_matches("Shopify ").to_owned();
+        *expected.entry((name.clone(), name)).or_default() += 1;
+    }
+    let again_tiers = again.tiers.clone().unwrap();
+    assert_eq!(
+        again_tiers.moves.as_ref(),
+        Some(&expected),
+        "{again_tiers:?}"
+    );
+    eventually(Duration::from_secs(30), || okta_mismatches(&sim, &want)).await;
     eprintln!(
         "{} orders backfilled, {} of {} webhooks delivered, {} customers exact ({unknown} known only by a deleted, undelivered order)",
         summary.published,
