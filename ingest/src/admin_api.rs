@@ -56,13 +56,18 @@ pub const CANCEL_BULK_MUTATION: &str = "mutation TierflowCancelBulk($id: ID!) { 
 /// The order fields the spend rule and the profile facts need, as one bulk query's node.
 pub const ORDER_FIELDS: &str = "id legacyResourceId name email createdAt updatedAt cancelledAt test displayFinancialStatus currentTotalPriceSet { shopMoney { amount currencyCode } } customer { id legacyResourceId tags defaultEmailAddress { emailAddress marketingState } }";
 
-/// The bulk query over a shop's orders, oldest update first, optionally from `since`.
-pub fn bulk_orders_query(since: Option<&str>) -> String {
-    let filter = since
-        .map(|s| format!(", query: \"updated_at:>='{s}'\""))
+/// The bulk query over a shop's orders, oldest update first, optionally only those matching
+/// `search` (Shopify's search syntax, e.g. `updated_at:>='2024-01-01T00:00:00Z'`; single
+/// quotes only, as it sits in a GraphQL string).
+pub fn bulk_orders_query(search: Option<&str>) -> String {
+    let filter = search
+        .map(|s| format!(", query: \"{s}\""))
         .unwrap_or_default();
     format!("{{ orders(sortKey: UPDATED_AT{filter}) {{ edges {{ node {{ {ORDER_FIELDS} }} }} }} }}")
 }
+
+/// How many orders match a search, counted up to `$limit` (`precision` `AT_LEAST` beyond).
+pub const ORDERS_COUNT_QUERY: &str = "query TierflowCount($query: String!, $limit: Int) { ordersCount(query: $query, limit: $limit) { count precision } }";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {

@@ -184,7 +184,8 @@ async fn run_operation(
         }
         (false, _) => None,
     };
-    let query = admin_api::bulk_orders_query(args.since.as_deref());
+    let search = args.since.as_deref().map(|s| format!("updated_at:>='{s}'"));
+    let query = admin_api::bulk_orders_query(search.as_deref());
     let mut checkpoint = match Checkpoint::load(&args.state_dir, &args.shop)? {
         Some(c) if c.query == query => c,
         Some(c) => {
@@ -213,7 +214,7 @@ async fn run_operation(
                 id
             }
         };
-        match finish_operation(&client, &id, args).await? {
+        match finish_operation(&client, &id, args.poll_interval, args.progress).await? {
             Finished::Gone(why) if attempt == 0 => {
                 tracing::warn!(operation = %id, "{why}; starting a new bulk operation");
                 checkpoint.operation_id = None;
@@ -316,7 +317,16 @@ pub(crate) async fn check_scopes(
     Ok(())
 }
 
-async fn start_operation(client: &AdminClient, query: &str) -> anyhow::Result<String> {
+/// Shopify's `userErrors` on `bulkOperationRunQuery`.
+#[derive(Debug, thiserror::Error)]
+#[error("Shopify refused the bulk operation: {text}{}", if *.in_progress { ". Only one bulk query runs per app and shop: wait for it to end (or cancel it with bulkOperationCancel) and run again" } else { "" })]
+pub struct BulkRefused {
+    pub text: String,
+    /// `OPERATION_IN_PROGRESS`: another bulk query of this app runs on the shop.
+    pub in_progress: bool,
+}
+
+pub(crate) async fn start_operation(client: &AdminClient, query: &str) -> anyhow::Result<String> {
     let data = client
         .graphql(admin_api::RUN_BULK_MUTATION, json!({"query": query}))
         .await?;
@@ -332,16 +342,11 @@ async fn start_operation(client: &AdminClient, query: &str) -> anyhow::Result<St
                 )
             })
             .collect();
-        let in_progress = errors.iter().any(|e| e["code"] == "OPERATION_IN_PROGRESS");
-        anyhow::bail!(
-            "Shopify refused the bulk operation: {}{}",
-            text.join("; "),
-            if in_progress {
-                ". Only one bulk query runs per app and shop: wait for it to end (or cancel it with bulkOperationCancel) and run again"
-            } else {
-                ""
-            }
-        );
+        return Err(BulkRefused {
+            text: text.join("; "),
+            in_progress: errors.iter().any(|e| e["code"] == "OPERATION_IN_PROGRESS"),
+        }
+        .into());
     }
     let id = payload["bulkOperation"]["id"]
         .as_str()
@@ -354,7 +359,7 @@ async fn start_operation(client: &AdminClient, query: &str) -> anyhow::Result<St
     Ok(id.to_owned())
 }
 
-enum Finished {
+pub(crate) enum Finished {
     /// The result URL, or none when the query matched nothing.
     Completed(Option<String>),
     /// Expired or unknown: a new operation can replace it.
@@ -363,12 +368,13 @@ enum Finished {
     Ended(String),
 }
 
-async fn finish_operation(
+pub(crate) async fn finish_operation(
     client: &AdminClient,
     id: &str,
-    args: &BackfillArgs,
+    poll_interval: Duration,
+    progress: bool,
 ) -> anyhow::Result<Finished> {
-    let bar = progress_bar(args.progress, None);
+    let bar = progress_bar(progress, None);
     bar.set_message(format!("bulk operation {id}"));
     loop {
         let data = client
@@ -421,7 +427,7 @@ async fn finish_operation(
                 .into())
             }
         }
-        tokio::time::sleep(args.poll_interval).await;
+        tokio::time::sleep(poll_interval).await;
     }
 }
 
@@ -582,17 +588,6 @@ async fn stream_result(
     settings: &Settings,
     args: &BackfillArgs,
 ) -> anyhow::Result<Streamed> {
-    let response = client
-        .http()
-        .get(url)
-        .send()
-        .await
-        .context("downloading the bulk result")?;
-    match response.status().as_u16() {
-        200 => {}
-        403 | 404 | 410 => return Ok(Streamed::Expired),
-        s => anyhow::bail!("downloading the bulk result: HTTP {s}"),
-    }
     let resume_after = checkpoint.lines_done;
     let op_number = operation.rsplit('/').next().unwrap_or(operation);
     let mut sender = Sender {
@@ -613,7 +608,33 @@ async fn stream_result(
         },
         customers: BTreeSet::new(),
     };
-    let bar = progress_bar(args.progress, None);
+    if !stream_lines(client, url, resume_after, &mut sender, args.progress).await? {
+        return Ok(Streamed::Expired);
+    }
+    Ok(Streamed::Done(Box::new(sender.finish().await?)))
+}
+
+/// Download a bulk result from `url` and hand each line after `resume_after` to `sender`
+/// (the lines up to it only count their customer). `false`: the URL has expired.
+pub(crate) async fn stream_lines(
+    client: &AdminClient,
+    url: &str,
+    resume_after: u64,
+    sender: &mut Sender<'_>,
+    progress: bool,
+) -> anyhow::Result<bool> {
+    let response = client
+        .http()
+        .get(url)
+        .send()
+        .await
+        .context("downloading the bulk result")?;
+    match response.status().as_u16() {
+        200 => {}
+        403 | 404 | 410 => return Ok(false),
+        s => anyhow::bail!("downloading the bulk result: HTTP {s}"),
+    }
+    let bar = progress_bar(progress, None);
     bar.set_message("publishing".to_owned());
     let mut stream = response.bytes_stream().map_err(std::io::Error::other);
     let mut buffer: Vec<u8> = Vec::new();
@@ -658,9 +679,8 @@ async fn stream_result(
             "a line of the bulk result is longer than {MAX_LINE} bytes: not an order line"
         );
     }
-    let summary = sender.finish().await?;
     bar.finish_and_clear();
-    Ok(Streamed::Done(Box::new(summary)))
+    Ok(true)
 }
 
 fn tally(v: &Value, summary: &mut Summary, customers: &mut BTreeSet<u64>) {

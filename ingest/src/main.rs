@@ -79,6 +79,12 @@ enum Command {
         /// (subscriptions made through the Admin API; app-configuration ones are not listed).
         #[arg(long)]
         check_subscriptions: bool,
+        /// A window with more orders than this is read with one bulk operation, not pages.
+        #[arg(long, default_value_t = 2500)]
+        bulk_above: u64,
+        /// How often that bulk operation's status is polled.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        poll_interval: Duration,
     },
 }
 
@@ -136,6 +142,8 @@ fn main() -> ExitCode {
             every,
             admin_listen,
             check_subscriptions,
+            bulk_above,
+            poll_interval,
         }) => service_runtime::run_service("ingest reconcile", async move {
             let _telemetry =
                 service_runtime::telemetry::init("ingest", settings.telemetry.log_format)?;
@@ -151,6 +159,8 @@ fn main() -> ExitCode {
                 execute,
                 state_dir,
                 check_subscriptions,
+                bulk_above,
+                poll_interval,
             };
             let client = ingest::admin_api::AdminClient::new(settings.admin_api(&shop)?)?;
             let Some(every) = every else {

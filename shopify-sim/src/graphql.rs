@@ -321,6 +321,8 @@ pub(crate) enum Obj {
     WebhookConnection(Vec<(usize, String, String)>),
     WebhookEdge(usize, String, String),
     WebhookSubscription(usize, String, String),
+    /// `Count`: the count and its precision (`EXACT`, or `AT_LEAST` when capped by `limit`).
+    Count(u64, &'static str),
 }
 
 /// A bulk operation as read at one moment.
@@ -351,6 +353,30 @@ fn err(message: impl Into<String>) -> FieldError {
 }
 
 impl Obj {
+    /// `ordersCount(query, limit)`: the orders `orders(query)` would list, counted up to
+    /// `limit` (default 10,000; `null` for no cap), `AT_LEAST` when capped.
+    fn orders_count(ctx: &Ctx, info: &ResolveInfo<'_>) -> Result<Obj, FieldError> {
+        let args = info.arguments();
+        let mut orders = ctx.visible_orders();
+        if let Some(q) = args.get("query").and_then(|v| v.as_str()) {
+            let filters = parse_query(q).map_err(err)?;
+            orders.retain(|o| filters.iter().all(|f| f.matches(o)));
+        }
+        let limit = match args.get("limit") {
+            None => Some(10_000),
+            Some(v) if v.is_null() => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or_else(|| err("limit must be a non-negative Int"))?,
+            ),
+        };
+        let n = orders.len() as u64;
+        Ok(match limit {
+            Some(l) if n > l => Obj::Count(l, "AT_LEAST"),
+            _ => Obj::Count(n, "EXACT"),
+        })
+    }
+
     fn orders(ctx: &Ctx, info: &ResolveInfo<'_>) -> Result<Obj, FieldError> {
         let args = info.arguments();
         let get = |k: &str| args.get(k).filter(|v| !v.is_null());
@@ -552,6 +578,7 @@ impl ObjectValue for Obj {
             Obj::WebhookConnection(_) => "WebhookSubscriptionConnection",
             Obj::WebhookEdge(..) => "WebhookSubscriptionEdge",
             Obj::WebhookSubscription(..) => "WebhookSubscription",
+            Obj::Count(..) => "Count",
         }
     }
 
@@ -573,6 +600,11 @@ impl ObjectValue for Obj {
         };
         Ok(match (self, field) {
             (Obj::Query(ctx), "orders") => ResolvedValue::object(Obj::orders(ctx, info)?),
+            (Obj::Query(ctx), "ordersCount") => {
+                ResolvedValue::object(Obj::orders_count(ctx, info)?)
+            }
+            (Obj::Count(n, _), "count") => ResolvedValue::leaf(*n as i64),
+            (Obj::Count(_, p), "precision") => ResolvedValue::leaf(*p),
             (Obj::Query(ctx), "bulkOperation") => {
                 ResolvedValue::nullable_object(Obj::find_bulk(ctx, &str_arg("id")).map(Obj::Bulk))
             }

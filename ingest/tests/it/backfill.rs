@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use ingest::backfill::{self, BackfillArgs};
 use rand::{Rng, SeedableRng};
+use rdkafka::Message as _;
 use schemas::{headers as h, ShopifyTopic};
 use shopify_sim::{AccessToken, Faults, SimConfig, SimCustomer, SimHandle, SimOrder};
 
@@ -165,8 +166,11 @@ fn every_query_the_client_sends_is_valid_for_the_pinned_schema() {
         ingest::admin_api::BULK_STATUS_QUERY.to_owned(),
         ingest::admin_api::CANCEL_BULK_MUTATION.to_owned(),
         ingest::admin_api::bulk_orders_query(None),
-        ingest::admin_api::bulk_orders_query(Some("2024-01-01T00:00:00Z")),
+        ingest::admin_api::bulk_orders_query(Some(
+            "updated_at:>='2024-01-01T00:00:00Z' AND updated_at:<='2024-02-01T00:00:00Z'",
+        )),
         ingest::admin_api::orders_page_query(),
+        ingest::admin_api::ORDERS_COUNT_QUERY.to_owned(),
         ingest::admin_api::SUBSCRIPTIONS_QUERY.to_owned(),
     ] {
         shopify_sim::graphql::validate(&q).unwrap_or_else(|e| panic!("{q}\n{e}"));
@@ -524,6 +528,8 @@ async fn reconcile_sweeps_a_window_and_moves_the_watermark_only_when_complete() 
         execute: true,
         state_dir: dir.path().to_owned(),
         check_subscriptions: true,
+        bulk_above: 1000,
+        poll_interval: Duration::from_millis(20),
     };
     // Subscribed to every accepted topic but orders/delete (compliance topics are declared in
     // the app's configuration, not subscribed).
@@ -597,4 +603,114 @@ async fn reconcile_sweeps_a_window_and_moves_the_watermark_only_when_complete() 
     let swept = sweep(&s, Some(&bootstrap), &args, &client).await.unwrap();
     assert_eq!(swept.orders.orders, 3, "{swept:?}");
     drop(broker);
+}
+
+/// A window with more orders than `bulk_above` is read with one bulk operation (no pages);
+/// while another bulk query of the app holds the shop's one slot (a backfill), the sweep
+/// pages instead of failing; a bulk operation that fails leaves the watermark.
+#[tokio::test]
+async fn reconcile_reads_a_large_window_with_a_bulk_operation() {
+    use ingest::reconcile::{sweep, ReconcileArgs};
+    let broker = testkit::Broker::embedded(PARTITIONS);
+    let bootstrap = broker.bootstrap_servers();
+    let now = Utc::now();
+    let mut orders = shop_orders(300, 8);
+    orders.truncate(400);
+    for (i, o) in orders.iter_mut().enumerate() {
+        o.created_at = now - chrono::Duration::days(30);
+        o.updated_at = Utc
+            .timestamp_opt(
+                (now - chrono::Duration::minutes(i as i64 + 1)).timestamp(),
+                0,
+            )
+            .unwrap();
+    }
+    let sim = sim(orders.clone(), |c| c.cost_restore_per_second = 1000.0).await;
+    let s = settings_for(&sim, &bootstrap);
+    let dir = tempfile::tempdir().unwrap();
+    let args = ReconcileArgs {
+        shop: SHOP.into(),
+        since: Some((now - chrono::Duration::days(1)).to_rfc3339()),
+        overlap: Duration::from_secs(600),
+        execute: true,
+        state_dir: dir.path().to_owned(),
+        check_subscriptions: false,
+        bulk_above: 100,
+        poll_interval: Duration::from_millis(20),
+    };
+    let client = ingest::admin_api::AdminClient::new(s.admin_api(SHOP).unwrap())
+        .unwrap()
+        .with_retry_base(Duration::from_millis(1));
+
+    // A failed operation fails the sweep and leaves no watermark.
+    sim.set_faults(Faults {
+        fail_next_bulk: Some("INTERNAL_SERVER_ERROR".into()),
+        ..Faults::default()
+    });
+    let e = sweep(&s, Some(&bootstrap), &args, &client)
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("INTERNAL_SERVER_ERROR"), "{e:#}");
+    assert!(!dir.path().join(format!("reconcile-{SHOP}.json")).exists());
+    assert!(testkit::topic::read_all(&bootstrap, ORDERS).is_empty());
+
+    let swept = sweep(&s, Some(&bootstrap), &args, &client).await.unwrap();
+    assert_eq!(swept.orders.orders, 400, "{swept:?}");
+    assert_eq!(swept.orders.published, 400);
+    assert_eq!(swept.pages, 0);
+    assert!(swept.bulk_operation.is_some());
+    assert_eq!(
+        sim.shared.lock().bulk.len(),
+        2,
+        "the failed operation and its successor"
+    );
+    let records = testkit::topic::read_all(&bootstrap, ORDERS);
+    let ids: BTreeSet<u64> = records
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<serde_json::Value>(m.payload().unwrap()).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!((records.len(), ids.len()), (400, 400));
+    assert!(records
+        .iter()
+        .all(|m| header(m, h::ORIGIN).as_deref() == Some("reconcile")));
+
+    // Another bulk operation running: the same window (from the same start) is paged.
+    let slow = sim_slow_bulk(orders).await;
+    let s = settings_for(&slow, &bootstrap);
+    let client = ingest::admin_api::AdminClient::new(s.admin_api(SHOP).unwrap()).unwrap();
+    client
+        .graphql(
+            ingest::admin_api::RUN_BULK_MUTATION,
+            serde_json::json!({"query": ingest::admin_api::bulk_orders_query(None)}),
+        )
+        .await
+        .unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let paged = sweep(
+        &s,
+        Some(&bootstrap),
+        &ReconcileArgs {
+            state_dir: other.path().to_owned(),
+            ..args
+        },
+        &client,
+    )
+    .await
+    .unwrap();
+    assert_eq!((paged.orders.orders, paged.pages), (400, 2), "{paged:?}");
+    assert!(paged.bulk_operation.is_none());
+    drop(broker);
+}
+
+/// A simulator whose bulk operations run for a minute.
+async fn sim_slow_bulk(orders: Vec<SimOrder>) -> SimHandle {
+    sim(orders, |c| {
+        c.cost_restore_per_second = 1000.0;
+        c.bulk_duration = Duration::from_secs(60);
+    })
+    .await
 }

@@ -288,12 +288,17 @@ async fn reconcile_finds_exactly_the_dropped_webhooks() {
         execute: true,
         state_dir: state.clone(),
         check_subscriptions: false,
+        // The window holds ~800 orders: read with a bulk operation (the paged road is the
+        // ingest's own test).
+        bulk_above: 500,
+        poll_interval: Duration::from_millis(50),
     };
     let client = ingest::admin_api::AdminClient::new(s.admin_api(SHOP).unwrap()).unwrap();
     let swept = ingest::reconcile::sweep(&s, Some(&bootstrap), &args, &client)
         .await
         .unwrap();
     assert_eq!(swept.orders.published, current.len() as u64);
+    assert!(swept.bulk_operation.is_some(), "{swept:?}");
 
     let want = reference(&history);
     let sim = pipeline.sim.clone();
