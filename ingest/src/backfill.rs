@@ -270,6 +270,53 @@ async fn run_operation(
     unreachable!("the loop returns or fails by its second pass")
 }
 
+/// Cancel the bulk operation of this shop's checkpoint (a backfill stopped while Shopify still
+/// runs its operation holds the app's one bulk slot on the shop until it ends) and forget it,
+/// so the next run starts a new one. Returns what was done, for the operator.
+pub async fn cancel(settings: &Settings, shop: &str, state_dir: &Path) -> anyhow::Result<String> {
+    let Some(mut checkpoint) = Checkpoint::load(state_dir, shop)? else {
+        anyhow::bail!(
+            "no backfill checkpoint for {shop} in {}: there is no operation of tierflow's to cancel",
+            state_dir.display()
+        );
+    };
+    let Some(id) = checkpoint.operation_id.clone() else {
+        anyhow::bail!("the checkpoint of {shop} holds no bulk operation: nothing to cancel");
+    };
+    let client = AdminClient::new(settings.admin_api(shop)?)?;
+    let data = client
+        .graphql(admin_api::CANCEL_BULK_MUTATION, json!({"id": id}))
+        .await?;
+    let payload = &data["bulkOperationCancel"];
+    let errors: Vec<&str> = payload["userErrors"]
+        .as_array()
+        .context("bulkOperationCancel.userErrors missing from Shopify's answer")?
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or("?"))
+        .collect();
+    let status = payload["bulkOperation"]["status"].as_str();
+    let outcome = match (errors.as_slice(), status) {
+        // Canceling is asynchronous: CANCELING, then CANCELED.
+        ([], Some(status)) => format!("bulk operation {id} is {status}"),
+        // Already over (completed, failed, expired): nothing holds the slot.
+        ([first, ..], Some(status)) => format!("bulk operation {id} is {status}: {first}"),
+        // Unknown to Shopify (expired long ago, or another shop's id).
+        ([first, ..], None) => format!("bulk operation {id}: {first}"),
+        ([], None) => {
+            return Err(admin_api::AdminError::Unexpected(
+                "bulkOperationCancel answered neither an operation nor userErrors".into(),
+            )
+            .into())
+        }
+    };
+    checkpoint.operation_id = None;
+    checkpoint.lines_done = 0;
+    checkpoint.save(state_dir)?;
+    Ok(format!(
+        "{outcome}; the checkpoint forgot it, the next backfill starts a new operation"
+    ))
+}
+
 pub(crate) fn publisher(settings: &Settings, bootstrap: &str) -> anyhow::Result<Publisher> {
     // Not bound by Shopify's 5 s deadline: a backfill can wait for the broker.
     let timeout = Duration::from_secs(30);
@@ -319,7 +366,7 @@ pub(crate) async fn check_scopes(
 
 /// Shopify's `userErrors` on `bulkOperationRunQuery`.
 #[derive(Debug, thiserror::Error)]
-#[error("Shopify refused the bulk operation: {text}{}", if *.in_progress { ". Only one bulk query runs per app and shop: wait for it to end (or cancel it with bulkOperationCancel) and run again" } else { "" })]
+#[error("Shopify refused the bulk operation: {text}{}", if *.in_progress { ". Only one bulk query runs per app and shop: wait for it to end and run again, or, if it is a stopped backfill of tierflow's, cancel it with `ingest backfill --shop <shop> --cancel`" } else { "" })]
 pub struct BulkRefused {
     pub text: String,
     /// `OPERATION_IN_PROGRESS`: another bulk query of this app runs on the shop.

@@ -36,8 +36,11 @@ enum Command {
         #[arg(long)]
         since: Option<String>,
         /// Publish (without it: report what would be published, nothing is written to Kafka).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "cancel")]
         execute: bool,
+        /// Cancel the bulk operation of this shop's checkpoint at Shopify and forget it.
+        #[arg(long)]
+        cancel: bool,
         /// Where the checkpoint lives (operation id, lines published), for resuming.
         #[arg(long, env = "TIERFLOW_STATE_DIR", default_value = "tierflow-state")]
         state_dir: PathBuf,
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
             shop,
             since,
             execute,
+            cancel,
             state_dir,
             poll_interval,
             accept_recent_only,
@@ -116,6 +120,13 @@ fn main() -> ExitCode {
                 .as_deref()
                 .map(ingest::backfill::parse_since)
                 .transpose()?;
+            if cancel {
+                println!(
+                    "{}",
+                    ingest::backfill::cancel(&settings, &shop, &state_dir).await?
+                );
+                return Ok(());
+            }
             anyhow::ensure!(chunk > 0, "--chunk must be at least 1");
             let bootstrap = command_brokers(&settings, execute)?;
             let args = ingest::backfill::BackfillArgs {

@@ -714,3 +714,43 @@ async fn sim_slow_bulk(orders: Vec<SimOrder>) -> SimHandle {
     })
     .await
 }
+
+/// `backfill --cancel`: a backfill stopped while its operation still runs at Shopify holds
+/// the app's one bulk slot; cancel frees it and makes the checkpoint forget the operation.
+#[tokio::test]
+async fn cancel_frees_the_shops_bulk_slot_and_forgets_the_operation() {
+    let sim = sim_slow_bulk(shop_orders(20, 9)).await;
+    let s = settings_for(&sim, "unused:9092");
+    let dir = tempfile::tempdir().unwrap();
+    let e = backfill::cancel(&s, SHOP, dir.path()).await.unwrap_err();
+    assert!(format!("{e:#}").contains("no backfill checkpoint"), "{e:#}");
+    // The run is stopped while Shopify still runs its operation.
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(1),
+        backfill::run(&s, None, &args(dir.path(), false)),
+    )
+    .await;
+    assert!(stopped.is_err(), "the operation takes a minute");
+    let client = ingest::admin_api::AdminClient::new(s.admin_api(SHOP).unwrap()).unwrap();
+    let run = |client: ingest::admin_api::AdminClient| async move {
+        client
+            .graphql(
+                ingest::admin_api::RUN_BULK_MUTATION,
+                serde_json::json!({"query": ingest::admin_api::bulk_orders_query(None)}),
+            )
+            .await
+            .unwrap()["bulkOperationRunQuery"]["userErrors"]
+            .clone()
+    };
+    let refused = run(client.clone()).await;
+    assert_eq!(refused[0]["code"], "OPERATION_IN_PROGRESS", "{refused}");
+
+    let done = backfill::cancel(&s, SHOP, dir.path()).await.unwrap();
+    assert!(done.contains("CANCEL"), "{done}");
+    assert_eq!(run(client).await, serde_json::json!([]), "the slot is free");
+    let e = backfill::cancel(&s, SHOP, dir.path()).await.unwrap_err();
+    assert!(
+        format!("{e:#}").contains("holds no bulk operation"),
+        "{e:#}"
+    );
+}
