@@ -114,18 +114,7 @@ impl TierReport {
 }
 
 fn reader(settings: &Settings, bootstrap: &str) -> anyhow::Result<BaseConsumer> {
-    service_runtime::kafka::client_config(
-        &settings.kafka,
-        bootstrap,
-        &[("client.id", "tierflow-backfill-tiers")],
-        &[
-            ("group.id", "tierflow-backfill-tiers-reader"),
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "false"),
-        ],
-    )?
-    .create()
-    .context("creating a Kafka consumer")
+    service_runtime::kafka::topic_reader(&settings.kafka, bootstrap, "tierflow-backfill-tiers")
 }
 
 /// The current tier of every customer of `shop`, from `customer.segments` as it is now.
@@ -133,32 +122,23 @@ fn reader(settings: &Settings, bootstrap: &str) -> anyhow::Result<BaseConsumer> 
 pub fn read(settings: &Settings, bootstrap: &str, shop: &str) -> anyhow::Result<Tiers> {
     let topic = settings.topics.segments.as_str();
     let consumer = reader(settings, bootstrap)?;
-    let partitions = service_runtime::kafka::partition_count(&consumer, topic)?;
-    let ranges = service_runtime::kafka::current_ranges(&consumer, topic, 0..partitions)?;
     let prefix = format!("{shop}/");
     let mut tiers = Tiers::default();
-    service_runtime::kafka::read_ranges(
-        &consumer,
-        topic,
-        &ranges,
-        Duration::from_secs(30),
-        None,
-        |m| {
-            let ours = m.key().is_some_and(|k| k.starts_with(prefix.as_bytes()));
-            if !ours {
-                return Ok(());
-            }
-            // A record that is not a segment update is skipped: the Okta writer reports those.
-            if let Some(u) = m
-                .payload()
-                .and_then(|p| serde_json::from_slice::<SegmentUpdate>(p).ok())
-            {
-                let name = u.tier.as_ref().map_or(REDACTED, |t| t.name.as_str());
-                tiers.insert(u.customer_id, name);
-            }
-            Ok(())
-        },
-    )?;
+    service_runtime::kafka::read_topic_now(&consumer, topic, |m| {
+        let ours = m.key().is_some_and(|k| k.starts_with(prefix.as_bytes()));
+        if !ours {
+            return Ok(());
+        }
+        // A record that is not a segment update is skipped: the Okta writer reports those.
+        if let Some(u) = m
+            .payload()
+            .and_then(|p| serde_json::from_slice::<SegmentUpdate>(p).ok())
+        {
+            let name = u.tier.as_ref().map_or(REDACTED, |t| t.name.as_str());
+            tiers.insert(u.customer_id, name);
+        }
+        Ok(())
+    })?;
     Ok(tiers)
 }
 

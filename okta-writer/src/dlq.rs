@@ -231,48 +231,28 @@ pub(crate) fn topic_reader(
     bootstrap: &str,
     client_id: &str,
 ) -> anyhow::Result<BaseConsumer> {
-    service_runtime::kafka::client_config(
-        &settings.kafka,
-        bootstrap,
-        &[("client.id", client_id)],
-        &[
-            ("group.id", &format!("{client_id}-reader")),
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "false"),
-        ],
-    )?
-    .create()
-    .context("creating a Kafka consumer")
+    service_runtime::kafka::topic_reader(&settings.kafka, bootstrap, client_id)
 }
 
 /// Read the whole dead-letter topic as it is now.
 pub fn read(settings: &Settings, bootstrap: &str) -> anyhow::Result<DeadLetters> {
     let topic = settings.topics.okta_dlq.as_str();
     let consumer = reader(settings, bootstrap)?;
-    let partitions = service_runtime::kafka::partition_count(&consumer, topic)?;
-    let ranges = service_runtime::kafka::current_ranges(&consumer, topic, 0..partitions)?;
     let mut out = DeadLetters::default();
-    service_runtime::kafka::read_ranges(
-        &consumer,
-        topic,
-        &ranges,
-        Duration::from_secs(30),
-        None,
-        |m| {
-            let e = Entry::from_message(m);
-            if let Some(of) = e.header(dlq::REDRIVE_OF) {
-                let outcome = e
-                    .header(dlq::REDRIVE_OUTCOME)
-                    .unwrap_or("failed")
-                    .to_owned();
-                let message = e.header(dlq::REDRIVE_MESSAGE).unwrap_or("").to_owned();
-                out.outcomes.insert(of.to_owned(), (outcome, message));
-            } else {
-                out.entries.push(e);
-            }
-            Ok(())
-        },
-    )?;
+    service_runtime::kafka::read_topic_now(&consumer, topic, |m| {
+        let e = Entry::from_message(m);
+        if let Some(of) = e.header(dlq::REDRIVE_OF) {
+            let outcome = e
+                .header(dlq::REDRIVE_OUTCOME)
+                .unwrap_or("failed")
+                .to_owned();
+            let message = e.header(dlq::REDRIVE_MESSAGE).unwrap_or("").to_owned();
+            out.outcomes.insert(of.to_owned(), (outcome, message));
+        } else {
+            out.entries.push(e);
+        }
+        Ok(())
+    })?;
     Ok(out)
 }
 

@@ -529,6 +529,46 @@ pub fn read_ranges(
     Ok(records)
 }
 
+/// A consumer that reads topics by assignment (no group joined, nothing committed), as
+/// `client_id`: for operator commands that read a topic whole.
+pub fn topic_reader(
+    kafka: &KafkaConfig,
+    bootstrap: &str,
+    client_id: &str,
+) -> anyhow::Result<BaseConsumer> {
+    client_config(
+        kafka,
+        bootstrap,
+        &[("client.id", client_id)],
+        &[
+            ("group.id", &format!("{client_id}-reader")),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "false"),
+        ],
+    )?
+    .create()
+    .map_err(|e| anyhow::anyhow!("creating a Kafka consumer: {e}"))
+}
+
+/// Every partition of `topic` from its beginning to its end as it is now, through
+/// [`read_ranges`] (failing after 30 s without a record). Returns the number of records read.
+pub fn read_topic_now(
+    consumer: &BaseConsumer,
+    topic: &str,
+    on_record: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let partitions = partition_count(consumer, topic)?;
+    let ranges = current_ranges(consumer, topic, 0..partitions)?;
+    read_ranges(
+        consumer,
+        topic,
+        &ranges,
+        Duration::from_secs(30),
+        None,
+        on_record,
+    )
+}
+
 /// The bootstrap servers to use: the configured ones, or a freshly started embedded broker
 /// with every pipeline topic (which the caller must keep alive, on this thread, for as long
 /// as it runs). `service` names who started it in the warning an operator sees.
