@@ -66,6 +66,10 @@ pub fn bulk_orders_query(search: Option<&str>) -> String {
     format!("{{ orders(sortKey: UPDATED_AT{filter}) {{ edges {{ node {{ {ORDER_FIELDS} }} }} }} }}")
 }
 
+/// Whether an order exists (a deleted one reads as `null`): the `orders/delete` check.
+pub const ORDER_EXISTS_QUERY: &str =
+    "query TierflowOrderExists($id: ID!) { order(id: $id) { id } }";
+
 /// How many orders match a search, counted up to `$limit` (`precision` `AT_LEAST` beyond).
 pub const ORDERS_COUNT_QUERY: &str = "query TierflowCount($query: String!, $limit: Int) { ordersCount(query: $query, limit: $limit) { count precision } }";
 

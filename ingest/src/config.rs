@@ -156,6 +156,11 @@ pub struct IngestConfig {
     /// On shutdown, how long open requests may take to finish before connections are dropped.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Ask the Admin API whether an `orders/delete`'s order is gone before publishing it, for
+    /// shops with `admin_access_token` (the topic header is unsigned; see
+    /// `deletion_check.rs`). Fails open: unreachable Shopify publishes the deletion unchecked.
+    #[serde(deserialize_with = "de::from_str_or_native")]
+    pub confirm_deletions: bool,
 }
 
 fn topic_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ShopifyTopic>, D::Error> {
@@ -181,6 +186,7 @@ impl Default for IngestConfig {
             max_buffered_body_bytes: 256 * 1024 * 1024,
             max_connection_age: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
+            confirm_deletions: true,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - [`server`]: the public listener's bounds (connections, header bytes and time, shutdown).
 //! - [`publisher`]: the idempotent producer and its acknowledgement timeout.
 //! - [`metrics`]: what `/metrics` on the admin listener exposes.
+//! - [`deletion_check`]: an `orders/delete` confirmed with the Admin API before publishing.
 //! - [`admin_api`]: the Shopify Admin GraphQL client (throttling, retries, the query texts).
 //! - [`backfill`]: `ingest backfill`, a shop's order history from a bulk operation into the
 //!   orders topic through the webhook's record contract, resumable from a checkpoint.
@@ -19,6 +20,7 @@
 pub mod admin_api;
 pub mod backfill;
 pub mod config;
+pub mod deletion_check;
 pub mod metrics;
 pub mod publisher;
 pub mod reconcile;
@@ -100,6 +102,8 @@ impl Application {
             orders_max_bytes,
             metrics,
             readiness: Readiness::new(METADATA_MAX_AGE),
+            deletions: deletion_check::DeletionCheck::new(settings, ingest.confirm_deletions)
+                .context("the Admin API access of [shopify.shops] (orders/delete checks)")?,
         });
         let listener = TcpListener::bind(ingest.listen)
             .await

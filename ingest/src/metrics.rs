@@ -33,6 +33,9 @@ pub struct Metrics {
     pub connections: IntCounterVec,
     /// `tierflow_ingest_buffered_body_bytes`: request body bytes held in memory.
     pub buffered_body_bytes: IntGauge,
+    /// `tierflow_ingest_deletion_checks_total{result}`: `orders/delete` checked with the
+    /// Admin API (confirmed, refused, unchecked, failed, busy).
+    pub deletion_checks: IntCounterVec,
 }
 
 impl Metrics {
@@ -107,7 +110,15 @@ impl Metrics {
                 "tierflow_ingest_buffered_body_bytes",
                 "Request body bytes held in memory (bounded by ingest.max_buffered_body_bytes).",
             )?,
+            deletion_checks: IntCounterVec::new(
+                Opts::new(
+                    "tierflow_ingest_deletion_checks_total",
+                    "orders/delete webhooks checked with the Admin API, by result (confirmed and unchecked/failed are published; refused gets 422, busy 503).",
+                ),
+                &["result"],
+            )?,
         };
+        registry.register(Box::new(m.deletion_checks.clone()))?;
         registry.register(Box::new(m.open_connections.clone()))?;
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.buffered_body_bytes.clone()))?;

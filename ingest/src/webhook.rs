@@ -13,8 +13,9 @@
 //! | 405 | any method but POST | nothing |
 //! | 408 | body not received within `body_read_timeout` | nothing |
 //! | 413 | body over `max_body_bytes` (refused from `Content-Length`, or once the limit is crossed) | nothing |
+//! | 422 | `orders/delete` of an order the Admin API still has (shops with Admin API access; see [`crate::deletion_check`]) | nothing |
 //! | 431 | request head over `max_header_bytes` (hyper answers it, see [`crate::server`]) | nothing |
-//! | 503 + `Retry-After` | in-flight bound or body byte budget reached, broker down, or no ack within `produce_timeout` | maybe (a retry is a harmless duplicate) |
+//! | 503 + `Retry-After` | in-flight bound or body byte budget reached, too many `orders/delete` checks at once, broker down, or no ack within `produce_timeout` | maybe (a retry is a harmless duplicate) |
 //!
 //! Anything but 2xx makes Shopify retry (8 times over 4 hours), so every refusal that a retry
 //! cannot fix is either a 4xx caused by the sender, or a 200 with the body quarantined.
@@ -36,6 +37,7 @@ use schemas::{headers as h, ShopifyTopic};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tracing::Instrument;
 
+use crate::deletion_check::Verdict;
 use crate::metrics::Metrics;
 use crate::publisher::{PublishError, Publisher};
 use crate::signature::{SignatureError, Verifier};
@@ -70,6 +72,8 @@ pub struct AppState {
     pub orders_max_bytes: usize,
     pub metrics: Metrics,
     pub readiness: Readiness,
+    /// `orders/delete` confirmed with the Admin API (shops with access).
+    pub deletions: crate::deletion_check::DeletionCheck,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -93,6 +97,8 @@ enum Outcome {
     Timeout,
     Overloaded,
     Unavailable,
+    /// An `orders/delete` of an order the Admin API still has.
+    NotDeleted(u64),
 }
 
 impl Outcome {
@@ -107,6 +113,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Overloaded => "overloaded",
             Outcome::Unavailable => "unavailable",
+            Outcome::NotDeleted(_) => "not_deleted",
         }
     }
 }
@@ -131,6 +138,11 @@ impl IntoResponse for Outcome {
             // The broker's error text stays in the log: it names internals an outsider has no
             // business seeing.
             Outcome::Unavailable => unavailable("not stored; retry later\n"),
+            Outcome::NotDeleted(id) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("order {id} exists in the shop: not an orders/delete\n"),
+            )
+                .into_response(),
         }
     }
 }
@@ -344,6 +356,27 @@ impl AppState {
                 )
             }
         };
+        if topic == ShopifyTopic::OrdersDelete && reason.is_none() {
+            // Keyed, so the body has the shape of a deletion: `{"id": N}`.
+            let id = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v["id"].as_u64());
+            if let Some(id) = id {
+                let verdict = self.deletions.check(&meta.shop, id).await;
+                self.metrics
+                    .deletion_checks
+                    .with_label_values(&[verdict.label()])
+                    .inc();
+                match verdict {
+                    Verdict::Exists => {
+                        tracing::warn!(shop = %meta.shop, webhook_id = meta.webhook_id, order = id, "orders/delete of an order the Admin API still has: refused (a signed deletion body of another resource under an unsigned orders/delete header?)");
+                        return Outcome::NotDeleted(id);
+                    }
+                    Verdict::Busy => return Outcome::Overloaded,
+                    Verdict::Confirmed | Verdict::Unchecked | Verdict::Failed => {}
+                }
+            }
+        }
         let span = publish_span(topic_name, topic, meta);
         // The headers are built again for the rare second send rather than cloned for every
         // first one (a copy of ~10 headers is ~2% of a webhook's CPU), with the same receipt

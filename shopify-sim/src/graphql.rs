@@ -600,6 +600,15 @@ impl ObjectValue for Obj {
         };
         Ok(match (self, field) {
             (Obj::Query(ctx), "orders") => ResolvedValue::object(Obj::orders(ctx, info)?),
+            // A deleted order (gone from the store) reads as null, as in Shopify.
+            (Obj::Query(ctx), "order") => {
+                let id = str_arg("id");
+                let found = ctx
+                    .visible_orders()
+                    .into_iter()
+                    .find(|o| gid("Order", o.id) == id);
+                ResolvedValue::nullable_object(found.map(Obj::Order))
+            }
             (Obj::Query(ctx), "ordersCount") => {
                 ResolvedValue::object(Obj::orders_count(ctx, info)?)
             }

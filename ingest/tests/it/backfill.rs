@@ -171,6 +171,7 @@ fn every_query_the_client_sends_is_valid_for_the_pinned_schema() {
         )),
         ingest::admin_api::orders_page_query(),
         ingest::admin_api::ORDERS_COUNT_QUERY.to_owned(),
+        ingest::admin_api::ORDER_EXISTS_QUERY.to_owned(),
         ingest::admin_api::SUBSCRIPTIONS_QUERY.to_owned(),
     ] {
         shopify_sim::graphql::validate(&q).unwrap_or_else(|e| panic!("{q}\n{e}"));
@@ -753,4 +754,69 @@ async fn cancel_frees_the_shops_bulk_slot_and_forgets_the_operation() {
         format!("{e:#}").contains("holds no bulk operation"),
         "{e:#}"
     );
+}
+
+/// The topic header is unsigned: a signed `{"id": N}` deletion body of another resource
+/// re-sent as `orders/delete` must not delete order N. For a shop with Admin API access the
+/// ingest asks whether the order is gone: an order Shopify still has is refused (422, nothing
+/// published), a gone one is published, and an Admin API that fails publishes unchecked
+/// rather than have Shopify retry until it drops the subscription.
+#[tokio::test]
+async fn an_orders_delete_of_an_order_shopify_still_has_is_refused() {
+    let orders = shop_orders(20, 10);
+    let sim = sim(orders.clone(), |_| {}).await;
+    let base_url = sim.base_url();
+    let app = spawn_app(|s| {
+        s.shopify.shops.insert(
+            SHOP.into(),
+            ingest::config::ShopSecrets {
+                admin_access_token: Some(TOKEN.to_owned().into()),
+                admin_api_url: Some(base_url),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let delete = |id: u64, n: u32| {
+        signed(
+            "orders/delete",
+            &format!("delete-{n}"),
+            format!(r#"{{"id":{id}}}"#).as_bytes(),
+        )
+    };
+    let live = app.send(&delete(orders[0].id, 1)).await;
+    assert_eq!(live.status(), 422);
+    assert!(live.text().await.unwrap().contains("exists"));
+    assert_eq!(app.count(ORDERS), 0);
+
+    let gone = app.send(&delete(987_654_321, 2)).await;
+    assert_eq!(gone.status(), 200);
+    let records = app.read(ORDERS, 1, Duration::from_secs(10)).await;
+    assert_eq!(key_of(&records[0]), format!("{SHOP}/order/987654321"));
+
+    // Shopify's Admin API failing: published unchecked, within Shopify's deadline.
+    sim.set_faults(Faults {
+        server_errors: 1000,
+        ..Faults::default()
+    });
+    let started = std::time::Instant::now();
+    let failed = app.send(&delete(orders[1].id, 3)).await;
+    assert_eq!(failed.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    app.read(ORDERS, 2, Duration::from_secs(10)).await;
+
+    let metrics = app.metrics().await;
+    for result in ["refused", "confirmed", "failed"] {
+        assert!(
+            metrics.contains(&format!(
+                "tierflow_ingest_deletion_checks_total{{result=\"{result}\"}} 1"
+            )),
+            "{result}: {metrics}"
+        );
+    }
+    assert!(metrics.contains("outcome=\"not_deleted\""), "{metrics}");
 }
