@@ -205,6 +205,11 @@ pub async fn report(
     let (s, b) = (settings.clone(), bootstrap.to_owned());
     let ends = tokio::task::spawn_blocking(move || orders_ends(&s, &b)).await??;
     let started = Instant::now();
+    tracing::info!(
+        group = %settings.segmenter.group_id,
+        "backfill published; waiting (up to {}) for the segmenter to consume it before reading the tiers after",
+        humantime::format_duration(wait)
+    );
     loop {
         let (s, b, e) = (settings.clone(), bootstrap.to_owned(), ends.clone());
         let lag = tokio::task::spawn_blocking(move || behind(&s, &b, &e)).await??;
