@@ -21,6 +21,9 @@ use serde::Serialize;
 
 use crate::config::Settings;
 
+/// How long the segmenter may make no progress on the backfill before the wait gives up.
+pub const STALL: Duration = Duration::from_secs(60);
+
 /// A customer tierflow has no segment update for (never seen, or every order deleted before
 /// it decided anything).
 pub const NONE: &str = "(none)";
@@ -210,18 +213,34 @@ pub async fn report(
         "backfill published; waiting (up to {}) for the segmenter to consume it before reading the tiers after",
         humantime::format_duration(wait)
     );
+    // A segmenter that is not running (or stuck) is named after STALL, not after the whole
+    // wait: the operator has a finished backfill and nothing to wait for.
+    let mut progress = (i64::MAX, Instant::now());
     loop {
         let (s, b, e) = (settings.clone(), bootstrap.to_owned(), ends.clone());
         let lag = tokio::task::spawn_blocking(move || behind(&s, &b, &e)).await??;
         if lag == 0 {
             break;
         }
-        if started.elapsed() >= wait {
-            out.after_missing = Some(format!(
-                "the segmenter (group {}) was still {lag} records behind the backfill after {}; see its consumer lag, and `okta-writer reconcile` once it catches up",
-                settings.segmenter.group_id,
+        if lag < progress.0 {
+            progress = (lag, Instant::now());
+        }
+        let group = &settings.segmenter.group_id;
+        let why = if started.elapsed() >= wait {
+            Some(format!(
+                "the segmenter (group {group}) was still {lag} records behind the backfill after {}; see its consumer lag, and `okta-writer reconcile` once it catches up",
                 humantime::format_duration(wait)
-            ));
+            ))
+        } else if progress.1.elapsed() >= STALL {
+            Some(format!(
+                "the segmenter (group {group}) consumed nothing of the backfill for {} ({lag} records behind): is it running? Its lag dashboard shows when it catches up",
+                humantime::format_duration(STALL)
+            ))
+        } else {
+            None
+        };
+        if why.is_some() {
+            out.after_missing = why;
             return Ok(out);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -253,10 +253,20 @@ async fn a_dry_run_reports_and_an_execute_publishes_every_order_once() {
     let report = backfill::report(&dry, false);
     assert!(report.contains("nothing published"), "{report}");
 
-    // --execute right after reuses the dry run's operation.
-    let done = backfill::run(&s, Some(&bootstrap), &args(dir.path(), true))
-        .await
-        .unwrap();
+    // --execute right after reuses the dry run's operation. No segmenter runs here: the tier
+    // report gives up waiting and says so (the backfill itself succeeded).
+    let mut execute = args(dir.path(), true);
+    execute.tiers_wait = Some(Duration::from_secs(2));
+    let done = backfill::run(&s, Some(&bootstrap), &execute).await.unwrap();
+    let tiers = done.tiers.clone().expect("a tier report");
+    assert_eq!(
+        tiers.before,
+        BTreeMap::from([(ingest::tier_moves::NONE.to_owned(), 700)])
+    );
+    assert_eq!(tiers.moves, None);
+    let why = tiers.after_missing.clone().unwrap();
+    assert!(why.contains("records behind"), "{why}");
+    assert!(backfill::report(&done, true).contains("no tiers after"));
     assert_eq!(done.operation_id, dry.operation_id);
     assert_eq!(done.published, orders.len() as u64);
     let ids = order_ids_in(&bootstrap);
