@@ -157,14 +157,13 @@ pub async fn run(
     };
     let mut summary = run_operation(settings, bootstrap, args).await?;
     if let Some((b, wait, before)) = tiers {
-        let ids = std::mem::take(&mut summary.customer_ids);
-        match tier_moves::report(settings, b, &args.shop, before, &ids, args.execute, wait).await {
+        let ids = &summary.customer_ids;
+        match tier_moves::report(settings, b, &args.shop, before, ids, args.execute, wait).await {
             Ok(report) => summary.tiers = Some(report),
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "cannot read the customers' tiers after the backfill")
             }
         }
-        summary.customer_ids = ids;
     }
     Ok(summary)
 }
@@ -709,9 +708,11 @@ pub(crate) async fn stream_lines(
             line_no += 1;
             if line_no <= resume_after {
                 // Published by an earlier run; its customer still belongs in the tier report.
-                if let Ok(v) = serde_json::from_slice::<Value>(line) {
-                    let mut ignored = Summary::default();
-                    tally(&v, &mut ignored, &mut sender.customers);
+                if let Some(c) = serde_json::from_slice::<Value>(line)
+                    .ok()
+                    .and_then(|v| customer_of(&v))
+                {
+                    sender.customers.insert(c);
                 }
                 continue;
             }
@@ -730,11 +731,15 @@ pub(crate) async fn stream_lines(
     Ok(true)
 }
 
-fn tally(v: &Value, summary: &mut Summary, customers: &mut BTreeSet<u64>) {
-    match v["customer"]["legacyResourceId"]
+/// The customer id of a bulk result line (`None`: a guest order).
+fn customer_of(v: &Value) -> Option<u64> {
+    v["customer"]["legacyResourceId"]
         .as_str()
         .and_then(|c| c.parse::<u64>().ok())
-    {
+}
+
+fn tally(v: &Value, summary: &mut Summary, customers: &mut BTreeSet<u64>) {
+    match customer_of(v) {
         Some(c) => {
             customers.insert(c);
         }

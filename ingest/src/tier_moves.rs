@@ -13,8 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::Message;
 use schemas::SegmentUpdate;
 use serde::Serialize;
@@ -145,34 +144,35 @@ pub fn read(settings: &Settings, bootstrap: &str, shop: &str) -> anyhow::Result<
     Ok(tiers)
 }
 
-/// Per partition of the orders topic, its end offset now.
-fn orders_ends(settings: &Settings, bootstrap: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let topic = settings.topics.orders.as_str();
+/// Per partition of the orders topic, its (start, end) offsets now.
+fn orders_marks(settings: &Settings, bootstrap: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
     let consumer = reader(settings, bootstrap)?;
-    let partitions = service_runtime::kafka::partition_count(&consumer, topic)?;
-    (0..partitions)
-        .map(|p| {
-            let (_, end) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .with_context(|| format!("reading the end of {topic}/{p}"))?;
-            Ok((p, end))
-        })
-        .collect()
+    service_runtime::kafka::watermarks(&consumer, &settings.topics.orders)
 }
 
-/// Records of the orders topic below `ends` the segmenter's group has not committed past.
-fn behind(settings: &Settings, bootstrap: &str, ends: &BTreeMap<i32, i64>) -> anyhow::Result<i64> {
+/// Records of the orders topic below `marks`' ends the segmenter's group has not committed
+/// past (from a partition's start where it has committed nothing).
+fn behind(
+    settings: &Settings,
+    bootstrap: &str,
+    marks: &BTreeMap<i32, (i64, i64)>,
+) -> anyhow::Result<i64> {
     let config = service_runtime::kafka::client_config(&settings.kafka, bootstrap, &[], &[])?;
-    let lags = service_runtime::lag::snapshot(
+    let committed = service_runtime::lag::committed(
         &config,
         &settings.segmenter.group_id,
         &settings.topics.orders,
     )?;
-    Ok(lags
+    Ok(marks
         .iter()
-        .map(|p| {
-            let end = ends.get(&p.partition).copied().unwrap_or(0);
-            (end - p.committed.unwrap_or(p.start).max(p.start)).max(0)
+        .map(|(p, &(start, end))| {
+            let at = committed
+                .get(p)
+                .copied()
+                .flatten()
+                .unwrap_or(start)
+                .max(start);
+            (end - at).max(0)
         })
         .sum())
 }
@@ -206,7 +206,7 @@ pub async fn report(
         return Ok(out);
     }
     let (s, b) = (settings.clone(), bootstrap.to_owned());
-    let ends = tokio::task::spawn_blocking(move || orders_ends(&s, &b)).await??;
+    let marks = tokio::task::spawn_blocking(move || orders_marks(&s, &b)).await??;
     let started = Instant::now();
     tracing::info!(
         group = %settings.segmenter.group_id,
@@ -217,7 +217,7 @@ pub async fn report(
     // wait: the operator has a finished backfill and nothing to wait for.
     let mut progress = (i64::MAX, Instant::now());
     loop {
-        let (s, b, e) = (settings.clone(), bootstrap.to_owned(), ends.clone());
+        let (s, b, e) = (settings.clone(), bootstrap.to_owned(), marks.clone());
         let lag = tokio::task::spawn_blocking(move || behind(&s, &b, &e)).await??;
         if lag == 0 {
             break;

@@ -342,10 +342,18 @@ impl AppState {
     /// Key and publish a signed body of an accepted topic; quarantine what cannot be keyed or
     /// does not have its topic's shape.
     async fn publish_verified(&self, meta: &Meta<'_>, topic: ShopifyTopic, body: &[u8]) -> Outcome {
+        let mut deleted_order = None;
         let (destination, topic_name, key, reason) = match schemas::record_key(
             &meta.shop, topic, body,
         ) {
-            Ok(key) => ("orders", &self.orders_topic, key.to_string(), None),
+            Ok(key) => {
+                if let (ShopifyTopic::OrdersDelete, schemas::RecordKey::Order { order_id, .. }) =
+                    (topic, &key)
+                {
+                    deleted_order = Some(*order_id);
+                }
+                ("orders", &self.orders_topic, key.to_string(), None)
+            }
             Err(e) => {
                 tracing::warn!(shop = %meta.shop, webhook_id = meta.webhook_id, %topic, error = %e, "signed webhook has no usable key; quarantining");
                 (
@@ -356,25 +364,20 @@ impl AppState {
                 )
             }
         };
-        if topic == ShopifyTopic::OrdersDelete && reason.is_none() {
-            // Keyed, so the body has the shape of a deletion: `{"id": N}`.
-            let id = serde_json::from_slice::<serde_json::Value>(body)
-                .ok()
-                .and_then(|v| v["id"].as_u64());
-            if let Some(id) = id {
-                let verdict = self.deletions.check(&meta.shop, id).await;
-                self.metrics
-                    .deletion_checks
-                    .with_label_values(&[verdict.label()])
-                    .inc();
-                match verdict {
-                    Verdict::Exists => {
-                        tracing::warn!(shop = %meta.shop, webhook_id = meta.webhook_id, order = id, "orders/delete of an order the Admin API still has: refused (a signed deletion body of another resource under an unsigned orders/delete header?)");
-                        return Outcome::NotDeleted(id);
-                    }
-                    Verdict::Busy => return Outcome::Overloaded,
-                    Verdict::Confirmed | Verdict::Unchecked | Verdict::Failed => {}
+        // Keyed, so the body has the shape of a deletion: `{"id": N}`, N in the key.
+        if let Some(id) = deleted_order {
+            let verdict = self.deletions.check(&meta.shop, id).await;
+            self.metrics
+                .deletion_checks
+                .with_label_values(&[verdict.label()])
+                .inc();
+            match verdict {
+                Verdict::Exists => {
+                    tracing::warn!(shop = %meta.shop, webhook_id = meta.webhook_id, order = id, "orders/delete of an order the Admin API still has: refused (a signed deletion body of another resource under an unsigned orders/delete header?)");
+                    return Outcome::NotDeleted(id);
                 }
+                Verdict::Busy => return Outcome::Overloaded,
+                Verdict::Confirmed | Verdict::Unchecked | Verdict::Failed => {}
             }
         }
         let span = publish_span(topic_name, topic, meta);

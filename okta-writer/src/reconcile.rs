@@ -44,7 +44,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset};
 use schemas::{SegmentUpdate, UpdateKind};
 use serde_json::{Map, Value};
@@ -106,19 +105,6 @@ fn customer_key(u: &SegmentUpdate) -> String {
     format!("{}/{}", u.shop, u.customer_id)
 }
 
-/// Per partition of `topic`, its (start, end) offsets now.
-fn watermarks(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
-    let partitions = service_runtime::kafka::partition_count(consumer, topic)?;
-    (0..partitions)
-        .map(|p| {
-            let marks = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .with_context(|| format!("reading the end of {topic}/{p}"))?;
-            Ok((p, marks))
-        })
-        .collect()
-}
-
 /// Each partition from `from` (or its start) up to its end now; partitions with nothing
 /// there (empty, or every record past retention) are left out, as a read of them would wait
 /// for a record that never comes.
@@ -143,7 +129,7 @@ fn ranges_between(
 pub fn current_state(settings: &Settings, bootstrap: &str) -> anyhow::Result<CurrentState> {
     let topic = settings.topics.segments.as_str();
     let consumer = crate::dlq::topic_reader(settings, bootstrap, "tierflow-okta-reconcile")?;
-    let now = watermarks(&consumer, topic)?;
+    let now = service_runtime::kafka::watermarks(&consumer, topic)?;
     let mut state = CurrentState {
         ends: now.iter().map(|(&p, &(_, end))| (p, end)).collect(),
         ..CurrentState::default()
@@ -186,7 +172,7 @@ fn changed_since(
 ) -> anyhow::Result<HashSet<String>> {
     let topic = settings.topics.segments.as_str();
     let consumer = crate::dlq::topic_reader(settings, bootstrap, "tierflow-okta-reconcile")?;
-    let ranges = ranges_between(ends, &watermarks(&consumer, topic)?);
+    let ranges = ranges_between(ends, &service_runtime::kafka::watermarks(&consumer, topic)?);
     let mut keys = HashSet::new();
     service_runtime::kafka::read_ranges(
         &consumer,
@@ -207,13 +193,12 @@ fn changed_since(
 /// Per partition, the live writer group's committed offset (`None`: nothing committed).
 fn committed(settings: &Settings, bootstrap: &str) -> anyhow::Result<HashMap<i32, Option<i64>>> {
     let config = service_runtime::kafka::client_config(&settings.kafka, bootstrap, &[], &[])?;
-    Ok(service_runtime::lag::snapshot(
+    Ok(service_runtime::lag::committed(
         &config,
         &settings.okta_writer.group_id,
         &settings.topics.segments,
     )?
     .into_iter()
-    .map(|p| (p.partition, p.committed))
     .collect())
 }
 

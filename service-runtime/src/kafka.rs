@@ -442,6 +442,22 @@ pub fn partition_count<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     Ok(i32::try_from(count)?)
 }
 
+/// Per partition of `topic`, its (start, end) offsets now.
+pub fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+) -> anyhow::Result<std::collections::BTreeMap<i32, (i64, i64)>> {
+    let partitions = partition_count(consumer, topic)?;
+    (0..partitions)
+        .map(|p| {
+            let marks = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map_err(|e| anyhow::anyhow!("reading the end of {topic}/{p}: {e}"))?;
+            Ok((p, marks))
+        })
+        .collect()
+}
+
 /// A stretch of one partition to read: from `start` up to `end` (exclusive).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Range {

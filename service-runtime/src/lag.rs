@@ -11,6 +11,7 @@
 //! Each consuming service runs an exporter thread for its group ([`spawn_exporter`]);
 //! `tierflow lag` prints the same [`snapshot`] as a table.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,14 +36,13 @@ pub struct PartitionLag {
     pub lag_seconds: f64,
 }
 
-/// The lag of `group` on every partition of `topic`. `config` is a client config for the
-/// cluster; the group is only read (OffsetFetch), never joined.
-pub fn snapshot(
+/// `group`'s committed offset on every partition of `topic` (`None`: nothing committed), read
+/// with OffsetFetch (the group is never joined), and the consumer that read them.
+fn group_offsets(
     config: &rdkafka::ClientConfig,
     group: &str,
     topic: &str,
-) -> anyhow::Result<Vec<PartitionLag>> {
-    let timeout = Duration::from_secs(10);
+) -> anyhow::Result<(BaseConsumer, BTreeMap<i32, Option<i64>>)> {
     let mut offsets_cfg = config.clone();
     offsets_cfg
         .set("group.id", group)
@@ -53,9 +53,45 @@ pub fn snapshot(
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let committed = offsets.committed_offsets(tpl, timeout).map_err(|e| {
-        anyhow::anyhow!("reading group {group}'s committed offsets on {topic}: {e}")
-    })?;
+    let committed = offsets
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map_err(|e| {
+            anyhow::anyhow!("reading group {group}'s committed offsets on {topic}: {e}")
+        })?;
+    let by_partition = (0..partitions)
+        .map(|p| {
+            let offset = committed
+                .find_partition(topic, p)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            (p, offset)
+        })
+        .collect();
+    Ok((offsets, by_partition))
+}
+
+/// `group`'s committed offset on every partition of `topic` (`None`: nothing committed),
+/// without the watermarks and record reads a [`snapshot`] adds.
+pub fn committed(
+    config: &rdkafka::ClientConfig,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
+    Ok(group_offsets(config, group, topic)?.1)
+}
+
+/// The lag of `group` on every partition of `topic`. `config` is a client config for the
+/// cluster; the group is only read (OffsetFetch), never joined.
+pub fn snapshot(
+    config: &rdkafka::ClientConfig,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<Vec<PartitionLag>> {
+    let timeout = Duration::from_secs(10);
+    let (offsets, committed) = group_offsets(config, group, topic)?;
+    let partitions = i32::try_from(committed.len())?;
     let mut reader_cfg = config.clone();
     reader_cfg
         .set("group.id", format!("{group}.lag-reader"))
@@ -71,12 +107,7 @@ pub fn snapshot(
         let (start, end) = offsets
             .fetch_watermarks(topic, p, timeout)
             .map_err(|e| anyhow::anyhow!("reading the end of {topic}/{p}: {e}"))?;
-        let committed = committed
-            .find_partition(topic, p)
-            .and_then(|e| match e.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            });
+        let committed = committed.get(&p).copied().flatten();
         let from = committed.unwrap_or(start).max(start);
         let lag = (end - from).max(0);
         let lag_seconds = if lag == 0 {

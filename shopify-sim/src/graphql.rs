@@ -266,6 +266,16 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The visible orders matching the `query` argument (all of them without one).
+    fn matching_orders(&self, query: Option<&str>) -> Result<Vec<Order>, FieldError> {
+        let mut orders = self.visible_orders();
+        if let Some(q) = query {
+            let filters = parse_query(q).map_err(err)?;
+            orders.retain(|o| filters.iter().all(|f| f.matches(o)));
+        }
+        Ok(orders)
+    }
+
     /// The orders this caller may see, oldest update first.
     fn visible_orders(&self) -> Vec<Order> {
         let all_orders = self.scopes.iter().any(|s| s == "read_all_orders");
@@ -357,11 +367,7 @@ impl Obj {
     /// `limit` (default 10,000; `null` for no cap), `AT_LEAST` when capped.
     fn orders_count(ctx: &Ctx, info: &ResolveInfo<'_>) -> Result<Obj, FieldError> {
         let args = info.arguments();
-        let mut orders = ctx.visible_orders();
-        if let Some(q) = args.get("query").and_then(|v| v.as_str()) {
-            let filters = parse_query(q).map_err(err)?;
-            orders.retain(|o| filters.iter().all(|f| f.matches(o)));
-        }
+        let orders = ctx.matching_orders(args.get("query").and_then(|v| v.as_str()))?;
         let limit = match args.get("limit") {
             None => Some(10_000),
             Some(v) if v.is_null() => None,
@@ -380,11 +386,7 @@ impl Obj {
     fn orders(ctx: &Ctx, info: &ResolveInfo<'_>) -> Result<Obj, FieldError> {
         let args = info.arguments();
         let get = |k: &str| args.get(k).filter(|v| !v.is_null());
-        let mut orders = ctx.visible_orders();
-        if let Some(q) = get("query").and_then(|v| v.as_str()) {
-            let filters = parse_query(q).map_err(err)?;
-            orders.retain(|o| filters.iter().all(|f| f.matches(o)));
-        }
+        let mut orders = ctx.matching_orders(get("query").and_then(|v| v.as_str()))?;
         match get("sortKey")
             .and_then(|v| v.as_str())
             .unwrap_or("PROCESSED_AT")
